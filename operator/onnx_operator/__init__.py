@@ -1,0 +1,1 @@
+"""onnx-operator: serve ONNX models on Kubernetes with safe rollouts."""

@@ -1,0 +1,1 @@
+"""The generic ONNX Runtime server (Open Inference Protocol v2)."""

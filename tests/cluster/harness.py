@@ -1,0 +1,107 @@
+"""What tests get from a cluster: its kubeconfig, kubectl, the audit log, bounded waiting."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.cluster.localcluster import Cluster
+
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T], timeout: float = 60, interval: float = 0.25) -> T:
+    """Polls `probe` until it returns a truthy value (returned) or `timeout` passes (fails)."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # noqa: BLE001 - reported if the wait times out
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+@dataclass
+class ClusterHandle:
+    kubeconfig: Path
+    kubectl_bin: str
+    audit_log: Path | None = None
+    kwok: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        out = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
+                             capture_output=True, text=True, input=input, check=False)
+        if check and out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)}: {out.stderr.strip()}")
+        return out.stdout
+
+    def kubectl_json(self, *args: str) -> Any:
+        return json.loads(self.kubectl(*args, "-o", "json"))
+
+    def apply(self, manifest: str, namespace: str | None = None, server_side: bool = True) -> str:
+        args = ["apply", "-f", "-"]
+        if server_side:
+            args.append("--server-side")
+        if namespace:
+            args += ["-n", namespace]
+        return self.kubectl(*args, input=manifest)
+
+    def create_namespace(self, name: str) -> None:
+        self.kubectl("create", "namespace", name)
+        wait_for(f"default ServiceAccount in {name}",
+                 lambda: self.kubectl("get", "sa", "default", "-n", name, "-o", "name", check=False))
+
+    def audit_events(self) -> list[dict[str, Any]]:
+        """Every audit event written so far (metadata level: writes only, reads are not logged)."""
+        if self.audit_log is None:
+            raise RuntimeError("this cluster has no audit log")
+        events = []
+        with self.audit_log.open() as f:
+            for line in f:
+                if line.strip():
+                    events.append(json.loads(line))
+        return events
+
+
+def local_cluster() -> Iterator[ClusterHandle]:
+    cluster = Cluster()
+    started_here = not cluster.running()
+    cluster.up()
+    try:
+        yield ClusterHandle(
+            kubeconfig=cluster.paths.kubeconfig,
+            kubectl_bin=str(cluster.paths.bin / "kubectl"),
+            audit_log=cluster.paths.audit_log,
+            extra={"paths": cluster.paths},
+        )
+    finally:
+        if started_here and os.environ.get("ONNX_OPERATOR_KEEP_CLUSTER") != "1":
+            cluster.down()
+
+
+def kind_cluster() -> Iterator[ClusterHandle]:
+    from pytest_kind import KindCluster  # imported lazily: only this mode needs Docker
+
+    kind, kubectl = shutil.which("kind"), shutil.which("kubectl")
+    if not kind or not kubectl:
+        raise RuntimeError("--cluster=kind needs `kind` and `kubectl` on PATH and a Docker engine")
+    kc = KindCluster("onnx-operator-tests", kind_path=Path(kind), kubectl_path=Path(kubectl))
+    kc.create()
+    try:
+        yield ClusterHandle(kubeconfig=kc.kubeconfig_path, kubectl_bin=kubectl, audit_log=None, kwok=False)
+    finally:
+        kc.delete()

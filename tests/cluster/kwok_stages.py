@@ -1,0 +1,128 @@
+"""kwok Stage configuration for the local control plane, built from the stages kwok ships.
+
+Pod stages given to kwok replace its defaults, so every lifecycle stage is listed here:
+- the stock node and pod stages, with short delays so tests run fast;
+- no `pod-complete`: pods owned by Jobs are run for real by the job runner (jobrunner.py);
+- failure injection, selected by the pod annotation `kwok.onnx-operator.io/fail`:
+  `not-ready` keeps the pod Running with Ready=False forever;
+  `crash` keeps it Running, never Ready, its container waiting in CrashLoopBackOff with a
+  terminated last state (exit code 1) and a restart count, as a crash-looping container shows.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+FAIL_ANNOTATION = "kwok.onnx-operator.io/fail"
+FAIL_KEY = f'.metadata.annotations["{FAIL_ANNOTATION}"]'
+
+STOCK = {
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/general/pod-create.yaml",
+    "pod/general/pod-init-container-running.yaml",
+    "pod/general/pod-init-container-completed.yaml",
+    "pod/general/pod-ready.yaml",
+    "pod/general/pod-delete.yaml",
+}
+
+_FAILED_POD_STATUS = """\
+{{ $now := Now }}
+conditions:
+- lastProbeTime: null
+  lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: Initialized
+- lastProbeTime: null
+  lastTransitionTime: {{ $now | Quote }}
+  reason: ContainersNotReady
+  message: 'injected failure: %(mode)s'
+  status: "False"
+  type: Ready
+- lastProbeTime: null
+  lastTransitionTime: {{ $now | Quote }}
+  reason: ContainersNotReady
+  message: 'injected failure: %(mode)s'
+  status: "False"
+  type: ContainersReady
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: %(started)s
+  restartCount: %(restarts)s
+%(state)s
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+_NOT_READY_STATE = """\
+  state:
+    running:
+      startedAt: {{ $now | Quote }}"""
+
+_CRASH_STATE = """\
+  state:
+    waiting:
+      reason: CrashLoopBackOff
+      message: back-off restarting failed container
+  lastState:
+    terminated:
+      exitCode: 1
+      reason: Error
+      startedAt: {{ $now | Quote }}
+      finishedAt: {{ $now | Quote }}"""
+
+
+def _fast(stage: dict[str, Any]) -> dict[str, Any]:
+    delay = stage["spec"].get("delay")
+    if delay and stage["metadata"]["name"] != "node-heartbeat-with-lease":
+        delay["durationMilliseconds"] = 100
+        delay["jitterDurationMilliseconds"] = 400
+    return stage
+
+
+def _failure_stage(ready_stage: dict[str, Any], mode: str) -> dict[str, Any]:
+    stage = copy.deepcopy(ready_stage)
+    stage["metadata"]["name"] = f"pod-injected-{mode}"
+    exprs = stage["spec"]["selector"]["matchExpressions"]
+    exprs.append({"key": FAIL_KEY, "operator": "In", "values": [mode]})
+    crash = mode == "crash"
+    stage["spec"]["next"] = {
+        "event": {
+            "type": "Warning",
+            "reason": "BackOff" if crash else "Unhealthy",
+            "message": f"injected failure ({FAIL_ANNOTATION}={mode})",
+        },
+        "statusTemplate": _FAILED_POD_STATUS
+        % {
+            "mode": mode,
+            "started": "false" if crash else "true",
+            "restarts": "5" if crash else "0",
+            "state": _CRASH_STATE if crash else _NOT_READY_STATE,
+        },
+    }
+    for key in ("weightFrom", "delay"):
+        stage["spec"].pop(key, None)
+    stage["spec"]["delay"] = {"durationMilliseconds": 100, "jitterDurationMilliseconds": 300}
+    return stage
+
+
+def build_stages(kwok_module_dir: Path) -> list[dict[str, Any]]:
+    root = kwok_module_dir / "kustomize" / "stage"
+    stages = [_fast(yaml.safe_load((root / rel).read_text())) for rel in sorted(STOCK)]
+    ready = next(s for s in stages if s["metadata"]["name"] == "pod-ready")
+    failures = [_failure_stage(ready, mode) for mode in ("not-ready", "crash")]
+    ready["spec"]["selector"]["matchExpressions"].append({"key": FAIL_KEY, "operator": "DoesNotExist"})
+    return stages + failures
+
+
+def write_config(kwok_module_dir: Path, path: Path) -> Path:
+    path.write_text(yaml.safe_dump_all(build_stages(kwok_module_dir), sort_keys=False))
+    return path

@@ -1,0 +1,371 @@
+"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
+(plus the job runner), started as processes on 127.0.0.1 with state under `.cluster/`.
+
+    python -m tests.cluster up      # idempotent: reuses a running cluster
+    python -m tests.cluster down    # stops every process it started (by pid), removes state
+    python -m tests.cluster status
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.cluster import kwok_stages, pki
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICE_CIDR = "10.96.0.0/16"
+NODE_COUNT = 3
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pki(self) -> Path:
+        return self.root / "pki"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state.json"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.root / "kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.logs / "audit.log"
+
+
+def default_paths() -> Paths:
+    return Paths(Path(os.environ.get("ONNX_OPERATOR_CLUSTER_DIR", REPO / ".cluster")))
+
+
+def log(msg: str) -> None:
+    print(f"[cluster] {msg}", flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, proc_pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc_pid is not None and not pid_alive(proc_pid):
+            raise RuntimeError(f"{what}: process {proc_pid} exited; see .cluster/logs/")
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - any failure just means "not yet"
+            pass
+        time.sleep(0.25)
+    raise TimeoutError(f"{what} not ready within {timeout:.0f}s; see .cluster/logs/")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child counts as gone
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+def https_ok(url: str, paths: Paths, client: str = "admin") -> bool:
+    ctx = ssl.create_default_context(cafile=str(paths.pki / "ca.crt"))
+    ctx.load_cert_chain(str(paths.pki / f"{client}.crt"), str(paths.pki / f"{client}.key"))
+    with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
+        return bool(resp.status == 200)
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=3) as resp:
+        return bool(resp.status == 200)
+
+
+class Cluster:
+    def __init__(self, paths: Paths | None = None) -> None:
+        self.paths = paths or default_paths()
+
+    # ---- state -------------------------------------------------------------------------
+    def read_state(self) -> dict[str, object] | None:
+        try:
+            return dict(json.loads(self.paths.state.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        state = self.read_state()
+        if not state:
+            return False
+        pids = state.get("pids", {})
+        assert isinstance(pids, dict)
+        if not pids or not all(pid_alive(int(p)) for p in pids.values()):
+            return False
+        try:
+            return https_ok(f"{state['server']}/readyz", self.paths)
+        except Exception:  # noqa: BLE001
+            return False
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    def up(self) -> None:
+        if self.running():
+            log(f"reusing running control plane ({self.paths.kubeconfig})")
+            return
+        if self.read_state():
+            log("found a partial control plane: stopping it first")
+            self.down(keep_bin=True)
+        t0 = time.monotonic()
+        self._build()
+        t_built = time.monotonic()
+        self._start()
+        log(
+            f"control plane ready: start took {time.monotonic() - t_built:.1f}s "
+            f"(build/check {t_built - t0:.1f}s); kubeconfig {self.paths.kubeconfig}"
+        )
+
+    def _build(self) -> None:
+        subprocess.run([str(REPO / "tests/cluster/build.sh"), str(self.paths.bin)], check=True)
+
+    def _spawn(self, name: str, args: list[str], pids: dict[str, int], env: dict[str, str] | None = None) -> int:
+        logf = open(self.paths.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            args, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env=env,
+        )
+        logf.close()
+        pids[name] = proc.pid
+        self._save(pids)
+        return proc.pid
+
+    def _save(self, pids: dict[str, int], **extra: object) -> None:
+        state = self.read_state() or {}
+        state.update(extra)
+        state["pids"] = pids
+        self.paths.state.write_text(json.dumps(state, indent=2))
+
+    def _start(self) -> None:
+        p = self.paths
+        for d in (p.logs, p.pki, p.root / "etcd"):
+            d.mkdir(parents=True, exist_ok=True)
+        ca = pki.make_ca(p.pki)
+        serving = pki.issue(
+            p.pki, ca, "apiserver", "kube-apiserver",
+            server_names=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
+                          "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1"),
+        )
+        admin = pki.issue(p.pki, ca, "admin", "admin", ("system:masters",))
+        kcm = pki.issue(p.pki, ca, "controller-manager", "system:kube-controller-manager")
+        sched = pki.issue(p.pki, ca, "scheduler", "system:kube-scheduler")
+        kwok = pki.issue(p.pki, ca, "kwok", "kwok-controller", ("system:masters",))
+        runner = pki.issue(p.pki, ca, "job-runner", "job-runner", ("system:masters",))
+        sa_key, sa_pub = pki.make_service_account_key(p.pki)
+
+        ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        pids: dict[str, int] = {}
+        self._save(pids, server=server, ports=ports)
+
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        peer_url = f"http://127.0.0.1:{ports['etcd_peer']}"
+        pid = self._spawn("etcd", [
+            str(p.bin / "etcd"), "--name=local", f"--data-dir={p.root / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=local={peer_url}", "--unsafe-no-fsync",
+            "--quota-backend-bytes=4294967296", "--log-level=warn",
+        ], pids)
+        wait_until("etcd", lambda: http_ok(f"{etcd_url}/health"), 60, pid)
+
+        policy = p.root / "audit-policy.yaml"
+        policy.write_text(AUDIT_POLICY)
+        pid = self._spawn("kube-apiserver", [
+            str(p.bin / "kube-apiserver"),
+            f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--secure-port={ports['apiserver']}",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={ca.cert}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa_pub}", f"--service-account-signing-key-file={sa_key}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+            f"--audit-policy-file={policy}", f"--audit-log-path={p.audit_log}",
+            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=2",
+            "--audit-log-mode=blocking",
+            "--enable-priority-and-fairness=false",
+        ], pids)
+        wait_until("kube-apiserver", lambda: https_ok(f"{server}/readyz", p), 120, pid)
+
+        kubeconfigs = {
+            "admin": pki.write_kubeconfig(p.kubeconfig, server, ca, admin, "admin"),
+            "kcm": pki.write_kubeconfig(p.pki / "controller-manager.kubeconfig", server, ca, kcm,
+                                        "system:kube-controller-manager"),
+            "sched": pki.write_kubeconfig(p.pki / "scheduler.kubeconfig", server, ca, sched,
+                                          "system:kube-scheduler"),
+            "kwok": pki.write_kubeconfig(p.pki / "kwok.kubeconfig", server, ca, kwok, "kwok-controller"),
+            "runner": pki.write_kubeconfig(p.pki / "job-runner.kubeconfig", server, ca, runner, "job-runner"),
+        }
+        self._spawn("kube-controller-manager", [
+            str(p.bin / "kube-controller-manager"),
+            f"--kubeconfig={kubeconfigs['kcm']}",
+            f"--authentication-kubeconfig={kubeconfigs['kcm']}",
+            f"--authorization-kubeconfig={kubeconfigs['kcm']}",
+            f"--root-ca-file={ca.cert}", f"--service-account-private-key-file={sa_key}",
+            f"--cluster-signing-cert-file={ca.cert}", f"--cluster-signing-key-file={ca.key}",
+            "--use-service-account-credentials=true", "--leader-elect=false",
+            "--bind-address=127.0.0.1", f"--secure-port={ports['kcm']}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--horizontal-pod-autoscaler-sync-period=5s",
+        ], pids)
+        self._spawn("kube-scheduler", [
+            str(p.bin / "kube-scheduler"),
+            f"--kubeconfig={kubeconfigs['sched']}",
+            f"--authentication-kubeconfig={kubeconfigs['sched']}",
+            f"--authorization-kubeconfig={kubeconfigs['sched']}",
+            "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
+        ], pids)
+        module_dir = Path((p.bin / "kwok-module-dir").read_text().strip())
+        stages = kwok_stages.write_config(module_dir, p.root / "kwok-stages.yaml")
+        self._spawn("kwok", [
+            str(p.bin / "kwok"), f"--kubeconfig={kubeconfigs['kwok']}", "--manage-all-nodes=true",
+            f"--config={stages}", f"--server-address=127.0.0.1:{ports['kwok']}",
+            "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
+        ], pids)
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+        self._spawn("job-runner", [
+            sys.executable, "-m", "tests.cluster.jobrunner", f"--kubeconfig={kubeconfigs['runner']}",
+            f"--work-dir={p.root / 'jobs'}",
+        ], pids, env=env)
+        self._create_nodes()
+        self._wait_usable()
+
+    def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        out = subprocess.run(
+            [str(self.paths.bin / "kubectl"), f"--kubeconfig={self.paths.kubeconfig}", *args],
+            check=False, capture_output=True, text=True, input=input,
+        )
+        if check and out.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed: {out.stderr.strip()}")
+        return out.stdout
+
+    def _create_nodes(self) -> None:
+        docs = [NODE_TEMPLATE % {"name": f"kwok-node-{i}"} for i in range(NODE_COUNT)]
+        wait_until("node API", lambda: bool(self.kubectl("apply", "-f", "-", input="\n---\n".join(docs))), 60)
+
+    def _wait_usable(self) -> None:
+        def nodes_ready() -> bool:
+            out = self.kubectl("get", "nodes", "-o",
+                               'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}')
+            return out.split() == ["True"] * NODE_COUNT
+
+        wait_until("3 kwok nodes Ready", nodes_ready, 120)
+        wait_until("default ServiceAccount",
+                   lambda: bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name")), 120)
+
+    def down(self, keep_bin: bool = True) -> None:
+        state = self.read_state() or {}
+        pids = state.get("pids", {})
+        assert isinstance(pids, dict)
+        # stop in reverse start order: clients first, etcd last
+        for name, pid in reversed(list(pids.items())):
+            stop_pid(int(pid), name)
+        for child in ("etcd", "logs", "pki", "jobs"):
+            shutil.rmtree(self.paths.root / child, ignore_errors=True)
+        for f in ("state.json", "kubeconfig", "audit-policy.yaml", "kwok-stages.yaml"):
+            (self.paths.root / f).unlink(missing_ok=True)
+        if not keep_bin:
+            shutil.rmtree(self.paths.bin, ignore_errors=True)
+        log("control plane stopped and state removed")
+
+
+def stop_pid(pid: int, name: str, timeout: float = 15) -> None:
+    if not pid_alive(pid):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except OSError:
+        return
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if pid_alive(pid):
+        log(f"{name} ({pid}) did not stop on SIGTERM: killing")
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  verbs: [get, list, watch]
+- level: Metadata
+"""
+
+NODE_TEMPLATE = """\
+apiVersion: v1
+kind: Node
+metadata:
+  name: %(name)s
+  annotations:
+    node.alpha.kubernetes.io/ttl: "0"
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/hostname: %(name)s
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--purge", action="store_true", help="down: also remove the built binaries")
+    args = parser.parse_args(argv)
+    cluster = Cluster()
+    if args.command == "up":
+        cluster.up()
+    elif args.command == "down":
+        cluster.down(keep_bin=not args.purge)
+    else:
+        ok = cluster.running()
+        print("running" if ok else "not running")
+        return 0 if ok else 1
+    return 0
