@@ -267,6 +267,13 @@ class Cluster:
         self._create_nodes()
         self._wait_usable()
 
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for another identity (a client certificate for `user` in `groups`)."""
+        ca = pki.make_ca(self.paths.pki)
+        pair = pki.issue(self.paths.pki, ca, f"user-{user}", user, groups)
+        state = self.read_state() or {}
+        return pki.write_kubeconfig(self.paths.pki / f"user-{user}.kubeconfig", str(state["server"]), ca, pair, user)
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         out = subprocess.run(
             [str(self.paths.bin / "kubectl"), f"--kubeconfig={self.paths.kubeconfig}", *args],

@@ -1,0 +1,67 @@
+"""Runs reconciles: one at a time per object, coalescing bursts of events, with requeues.
+
+Nothing here is state that must survive a restart: on start kopf lists every object and each
+listing event triggers a full, level-triggered reconcile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+LOG = logging.getLogger(__name__)
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+ReconcileFn = Callable[[str, str], float | None]  # returns seconds until the next look, or None
+
+
+@dataclass
+class ReconcileLoop:
+    """Per-key serialisation: a reconcile requested while one runs is run once more afterwards."""
+
+    reconcilers: dict[str, ReconcileFn]
+    error_backoff: float = 10.0
+    _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
+    _pending: set[Key] = field(default_factory=set)
+    _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+
+    async def request(self, kind: str, namespace: str, name: str) -> None:
+        key = (kind, namespace, name)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        if lock.locked():
+            self._pending.add(key)  # the running reconcile's owner runs it again
+            return
+        async with lock:
+            while True:
+                self._pending.discard(key)
+                delay = await self._run_once(key)
+                if key not in self._pending:
+                    break
+        if delay is not None:
+            self._schedule(key, delay)
+
+    async def _run_once(self, key: Key) -> float | None:
+        kind, namespace, name = key
+        try:
+            return await asyncio.to_thread(self.reconcilers[kind], namespace, name)
+        except Exception:
+            LOG.exception("Reconcile of %s %s/%s failed; retrying in %.0fs", kind, namespace, name,
+                          self.error_backoff)
+            return self.error_backoff
+
+    def _schedule(self, key: Key, delay: float) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(
+            max(delay, 0.1), lambda: asyncio.ensure_future(self.request(*key)))
+
+    def forget(self, kind: str, namespace: str, name: str) -> None:
+        key = (kind, namespace, name)
+        timer = self._timers.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        self._locks.pop(key, None)

@@ -1,0 +1,112 @@
+"""Server-side apply, reads, status patches and Events, with one field manager."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import dynamic
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+
+from onnx_operator.kube.drift import is_satisfied
+
+LOG = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Kube:
+    """A thin client: every write goes through here, so writes are easy to count and avoid."""
+
+    def __init__(self, api: k8s.ApiClient, field_manager: str, component: str = "onnx-operator") -> None:
+        self.api = api
+        self.dyn = dynamic.DynamicClient(api)
+        self.field_manager = field_manager
+        self.component = component
+
+    @classmethod
+    def from_environment(cls, field_manager: str, kubeconfig: str | None = None) -> Kube:
+        """In-cluster config when running in a pod, else $KUBECONFIG / the given file."""
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        return cls(k8s.ApiClient(configuration), field_manager)
+
+    def _resource(self, api_version: str, kind: str) -> Any:
+        return self.dyn.resources.get(api_version=api_version, kind=kind)
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        try:
+            return dict(self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict())
+        except NotFoundError:
+            return None
+
+    def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[Obj]:
+        selector = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or None
+        result = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+        return [dict(item) for item in result.to_dict().get("items", [])]
+
+    def apply(self, obj: Obj) -> Obj:
+        """Server-side apply as our field manager (forcing: this operator owns these fields)."""
+        meta = obj["metadata"]
+        result = self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
+            body=obj, name=meta["name"], namespace=meta.get("namespace"),
+            field_manager=self.field_manager, force_conflicts=True,
+        )
+        LOG.info("Applied %s %s/%s", obj["kind"], meta.get("namespace"), meta["name"])
+        return dict(result.to_dict())
+
+    def ensure(self, obj: Obj, live: Obj | None) -> bool:
+        """Applies `obj` unless `live` already satisfies it; returns whether it wrote."""
+        if live is not None and is_satisfied(obj, live):
+            return False
+        self.apply(obj)
+        return True
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self._resource(api_version, kind).delete(name=name, namespace=namespace, body=body)
+        except (NotFoundError, ConflictError):
+            return False
+        LOG.info("Deleted %s %s/%s", kind, namespace, name)
+        return True
+
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
+        """Merge-patches the status subresource (never the spec)."""
+        resource = self._resource(api_version, kind).subresources["status"]
+        resource.patch(body={"status": status}, name=name, namespace=namespace,
+                       content_type="application/merge-patch+json")
+
+    def event(self, regarding: Obj, type_: str, reason: str, message: str) -> None:
+        """Records a core/v1 Event about `regarding` (one per call; callers emit on change only)."""
+        meta = regarding["metadata"]
+        digest = hashlib.sha256(f"{meta.get('uid')}{reason}{message}{_now()}".encode()).hexdigest()[:10]
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{digest}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": regarding["apiVersion"], "kind": regarding["kind"], "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": type_, "reason": reason, "message": message[:1024],
+            "firstTimestamp": _now(), "lastTimestamp": _now(), "count": 1,
+            "source": {"component": self.component}, "reportingComponent": self.component,
+        }
+        try:
+            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+        except Exception as exc:  # noqa: BLE001 - an Event is best effort, never fails a reconcile
+            LOG.warning("Could not record Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
