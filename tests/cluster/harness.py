@@ -65,6 +65,25 @@ class ClusterHandle:
         wait_for(f"default ServiceAccount in {name}",
                  lambda: self.kubectl("get", "sa", "default", "-n", name, "-o", "name", check=False))
 
+    def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
+        """A kubeconfig for another identity (local control plane only)."""
+        if "paths" not in self.extra:
+            raise RuntimeError("only the local control plane can mint identities")
+        return Cluster(self.extra["paths"]).user_kubeconfig(user, groups)
+
+    def writes_by(self, username: str, since: float = 0.0) -> list[dict[str, Any]]:
+        """Audit events of mutating requests made by `username` after the unix time `since`."""
+        import datetime as dt
+
+        out = []
+        for e in self.audit_events():
+            if e.get("user", {}).get("username") != username or e.get("verb") in ("get", "list", "watch"):
+                continue
+            ts = dt.datetime.fromisoformat(e["requestReceivedTimestamp"].replace("Z", "+00:00")).timestamp()
+            if ts >= since:
+                out.append(e)
+        return out
+
     def audit_events(self) -> list[dict[str, Any]]:
         """Every audit event written so far (metadata level: writes only, reads are not logged)."""
         if self.audit_log is None:

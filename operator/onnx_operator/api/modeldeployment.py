@@ -1,0 +1,161 @@
+"""ModelDeployment: which ModelVersion serves, at what scale, and how a new one rolls out."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field
+
+from onnx_operator.api.base import ApiModel, DNSName, IntOrString, Quantity, cel
+from onnx_operator.api.conditions import Condition
+from onnx_operator.api.modelversion import RuntimeSettings
+
+StrategyType = Literal["RollingUpdate", "Canary", "BlueGreen"]
+DURATION = r"^([0-9]+(ms|s|m|h))+$"
+
+
+class Autoscaling(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [cel(
+        "self.minReplicas <= self.maxReplicas",
+        "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
+    )]})
+
+    min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas the HPA keeps.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most replicas the HPA may create.")
+    target_cpu_utilization_percentage: int = Field(80, ge=1, le=100, alias="targetCPUUtilizationPercentage",
+                                                   description="HPA CPU target.")
+
+
+class Resources(ApiModel):
+    requests: dict[str, Quantity] | None = Field(None, description="e.g. {cpu: 500m, memory: 512Mi}")
+    limits: dict[str, Quantity] | None = Field(None, description="e.g. {memory: 1Gi}")
+
+
+class RollingUpdate(ApiModel):
+    max_surge: IntOrString = Field("100%", description="Extra pods of the new version during handover.")
+    max_unavailable: IntOrString = Field(0, description="Ready pods the handover may give up (int or %).")
+
+
+class CanaryStep(ApiModel):
+    weight: int = Field(ge=1, le=100, description="Percent of traffic (replicas) on the new version.")
+    pause: str | None = Field(None, pattern=DURATION, description="How long to hold this step (e.g. 2m); "
+                              "absent: hold until promoted.")
+
+
+class MetricQuery(ApiModel):
+    name: str = Field(min_length=1, max_length=63)
+    query: str = Field(min_length=1, max_length=4096, description="PromQL; {{version}} is substituted.")
+    max: float | None = Field(None, description="Fail the gate when the result is above this.")
+    min: float | None = Field(None, description="Fail the gate when the result is below this.")
+
+
+class Analysis(ApiModel):
+    success_rate: float | None = Field(None, ge=0, le=1, description="Minimum fraction of non-5xx responses.")
+    latency_p99_ms: int | None = Field(None, ge=1, description="Maximum p99 latency in ms.")
+    interval_seconds: int = Field(30, ge=5, le=3600, description="How often gates are evaluated.")
+    queries: list[MetricQuery] = Field(default_factory=list, max_length=10, description="Raw PromQL gates.")
+
+
+class Canary(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight)) && "
+            "self.steps.map(s, s.weight).isSorted()",
+            "spec.strategy.canary.steps: weights must be strictly increasing", ".steps"),
+        cel("self.steps[size(self.steps) - 1].weight == 100",
+            "spec.strategy.canary.steps: the last step must have weight 100", ".steps"),
+    ]})
+
+    steps: list[CanaryStep] = Field(min_length=1, max_length=20, description="Traffic steps, ending at 100.")
+    analysis: Analysis | None = Field(None, description="Metric gates; a failing gate rolls back.")
+
+
+class BlueGreen(ApiModel):
+    scale_down_delay_seconds: int = Field(30, ge=0, le=86400, description="How long the old version stays warm.")
+    auto_promote: bool = Field(False, description="Switch traffic as soon as the preview is Ready.")
+
+
+class Strategy(ApiModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("!has(self.canary) || self.type == 'Canary'",
+            "spec.strategy.canary is only allowed when spec.strategy.type is Canary"),
+        cel("self.type != 'Canary' || has(self.canary)",
+            "spec.strategy.canary (with steps) is required when spec.strategy.type is Canary"),
+        cel("!has(self.blueGreen) || self.type == 'BlueGreen'",
+            "spec.strategy.blueGreen is only allowed when spec.strategy.type is BlueGreen"),
+        cel("!has(self.rollingUpdate) || self.type == 'RollingUpdate'",
+            "spec.strategy.rollingUpdate is only allowed when spec.strategy.type is RollingUpdate"),
+    ]})
+
+    type: StrategyType = Field("RollingUpdate", description="RollingUpdate (default), Canary or BlueGreen.")
+    rolling_update: RollingUpdate | None = None
+    canary: Canary | None = None
+    blue_green: BlueGreen | None = None
+
+
+class HTTPRouteRef(ApiModel):
+    name: DNSName = Field(description="Gateway API HTTPRoute in the same namespace.")
+
+
+class Traffic(ApiModel):
+    http_route: HTTPRouteRef | None = Field(None, description="Exact canary weights through this HTTPRoute.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    model_version: str = Field(min_length=1, max_length=253,
+                               pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                               description="Name of the ModelVersion (same namespace) to serve.")
+    replicas: int = Field(1, ge=0, le=1000, description="Serving pods (ignored while autoscaling is set).")
+    autoscaling: Autoscaling | None = Field(None, description="One HPA per served version.")
+    resources: Resources | None = Field(None, description="Requests/limits of the serving container.")
+    runtime: RuntimeSettings | None = Field(None, description="Overrides the ModelVersion's runtime defaults.")
+    strategy: Strategy = Field(default_factory=Strategy, description="How a new version rolls out.",
+                               json_schema_extra={"default": {"type": "RollingUpdate"}})
+    progress_deadline_seconds: int = Field(600, ge=10, le=86400,
+                                           description="Roll back when the new version is not Ready by then.")
+    traffic: Traffic | None = None
+    pod_annotations: dict[str, str] | None = Field(None, description="Extra annotations on serving pods.",
+                                                   json_schema_extra={"maxProperties": 32})
+
+
+class VersionStatus(ApiModel):
+    name: str
+    replicas: int = 0
+    ready_replicas: int = 0
+    weight: int = 0
+
+
+class ModelDeploymentStatus(ApiModel):
+    phase: str | None = Field(None, description="Pending, Progressing, Ready, Degraded.")
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    desired_version: str | None = None
+    serving_version: str | None = None
+    versions: list[VersionStatus] = Field(default_factory=list)
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    ready_text: str | None = Field(None, description="ready/desired, for kubectl get.")
+    selector: str | None = Field(None, description="Label selector of serving pods (scale subresource).")
+    url: str | None = None
+    rollout: dict[str, Any] | None = Field(None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    history: list[dict[str, Any]] = Field(default_factory=list, json_schema_extra={
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
+    failed_versions: list[dict[str, Any]] = Field(default_factory=list, json_schema_extra={
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
+
+
+class ModelDeployment(ApiModel):
+    metadata: dict[str, object] = Field(default_factory=dict)
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata["namespace"])
+
+    @property
+    def generation(self) -> int:
+        return int(self.metadata.get("generation", 0))  # type: ignore[call-overload]
