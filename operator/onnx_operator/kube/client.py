@@ -84,6 +84,13 @@ class Kube:
         LOG.info("Deleted %s %s/%s", kind, namespace, name)
         return True
 
+    def scale(self, api_version: str, kind: str, namespace: str, name: str, replicas: int) -> None:
+        """Sets replicas through the scale subresource (leaves the rest of the object alone)."""
+        resource = self._resource(api_version, kind).subresources["scale"]
+        resource.patch(body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
+                       content_type="application/merge-patch+json")
+        LOG.info("Scaled %s %s/%s to %d", kind, namespace, name, replicas)
+
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
         """Merge-patches the status subresource (never the spec)."""
         resource = self._resource(api_version, kind).subresources["status"]

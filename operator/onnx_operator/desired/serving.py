@@ -1,0 +1,135 @@
+"""Serving workloads of a ModelDeployment: one Deployment (and HPA) per served version, one Service."""
+
+from __future__ import annotations
+
+from onnx_operator.api import ModelDeployment, ModelVersion
+from onnx_operator.api.modelversion import RuntimeSettings
+from onnx_operator.config import OperatorConfig
+from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
+from onnx_operator.desired.names import (
+    ANNOTATION_DIGEST,
+    LABEL_NAME,
+    deployment_name,
+    serving_labels,
+    version_labels,
+)
+
+MODEL_DIR = "/models"
+PRESTOP_SECONDS = 5
+GRACE_SECONDS = 30
+
+
+def effective_runtime(md: ModelDeployment, mv: ModelVersion) -> RuntimeSettings:
+    """The ModelDeployment's runtime overrides win over the ModelVersion's defaults, field by field."""
+    base = mv.spec.runtime.model_dump() if mv.spec.runtime else {}
+    override = md.spec.runtime.model_dump(exclude_none=True) if md.spec.runtime else {}
+    return RuntimeSettings.model_validate({**base, **override})
+
+
+def runtime_args(runtime: RuntimeSettings) -> list[str]:
+    args: list[str] = []
+    if runtime.threads:
+        args += ["--threads", str(runtime.threads)]
+    if runtime.batching:
+        args += ["--max-batch-size", str(runtime.batching.max_batch_size),
+                 "--max-delay-ms", str(runtime.batching.max_delay_ms)]
+    if runtime.warmup is False:
+        args.append("--no-warmup")
+    return args
+
+
+def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) -> list[str]:
+    """The runtime image's arguments for a serving container (also used by the image tests)."""
+    return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
+            "--host", "0.0.0.0", "--port", str(config.serving_port), *runtime_args(effective_runtime(md, mv))]
+
+
+def _probe(path: str, period: int, failures: int) -> Obj:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2,
+            "failureThreshold": failures}
+
+
+def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
+                       replicas: int | None) -> Obj:
+    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
+    labels = version_labels(md.name, mv.name)
+    digest = mv.status.digest or f"sha256:{mv.spec.source.sha256}"
+    pod_annotations = {**(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
+    container: Obj = {
+        "name": "server",
+        "image": config.runtime_image,
+        "args": serve_args(md, mv, config),
+        "ports": [{"name": "http", "containerPort": config.serving_port, "protocol": "TCP"}],
+        "readinessProbe": _probe("/v2/health/ready", 5, 3),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "startupProbe": _probe("/v2/health/ready", 2, 150),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
+                         {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if md.spec.resources:
+        container["resources"] = md.spec.resources.wire()
+    fetch: Obj = {
+        "name": "fetch-model",
+        "image": config.runtime_image,
+        "args": ["fetch", "--uri", mv.spec.source.uri, "--sha256", mv.spec.source.sha256, "--dest", MODEL_DIR],
+        "securityContext": RESTRICTED_CONTAINER,
+        "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
+    }
+    spec: Obj = {
+        "selector": {"matchLabels": labels},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "template": {
+            "metadata": {"labels": labels, "annotations": pod_annotations},
+            "spec": {
+                "automountServiceAccountToken": False,
+                "enableServiceLinks": False,
+                "securityContext": RESTRICTED_POD,
+                "terminationGracePeriodSeconds": GRACE_SECONDS,
+                "initContainers": [fetch],
+                "containers": [container],
+                "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
+            },
+        },
+    }
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": object_meta(deployment_name(md.name, mv.name), md.namespace, labels,
+                                owner_reference("ModelDeployment", md.metadata)),
+        "spec": spec,
+    }
+
+
+def desired_service(md: ModelDeployment, config: OperatorConfig) -> Obj:
+    """`<md>`: all serving pods of the ModelDeployment, whichever version."""
+    labels = {LABEL_NAME: "onnx-model", **serving_labels(md.name)}
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": object_meta(md.name, md.namespace, labels, owner_reference("ModelDeployment", md.metadata)),
+        "spec": {"selector": serving_labels(md.name),
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+    }
+
+
+def service_url(md: ModelDeployment) -> str:
+    return f"http://{md.name}.{md.namespace}.svc.cluster.local"
+
+
+def desired_hpa(md: ModelDeployment, mv: ModelVersion, min_replicas: int, max_replicas: int) -> Obj:
+    assert md.spec.autoscaling is not None
+    name = deployment_name(md.name, mv.name)
+    return {
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": object_meta(name, md.namespace, version_labels(md.name, mv.name),
+                                owner_reference("ModelDeployment", md.metadata)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": min_replicas, "maxReplicas": max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization",
+                "averageUtilization": md.spec.autoscaling.target_cpu_utilization_percentage}}}],
+        },
+    }

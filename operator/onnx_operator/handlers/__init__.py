@@ -1,0 +1,77 @@
+"""kopf glue: every watched event asks for a level-triggered reconcile of the object it concerns.
+
+Only `on.event` handlers and indexes are used, so kopf itself writes nothing to our objects (no
+progress annotations, no finalizers): the operator's only writes are the ones reconciles decide.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from onnx_operator.api import GROUP, VERSION
+from onnx_operator.desired.names import (
+    LABEL_COMPONENT,
+    LABEL_DEPLOYMENT,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL_VERSION,
+    MANAGED_BY,
+)
+from onnx_operator.handlers.context import Context
+from onnx_operator.handlers.loop import ReconcileLoop
+from onnx_operator.handlers.modeldeployment import reconcile_model_deployment
+from onnx_operator.handlers.modelversion import reconcile_model_version
+
+LOG = logging.getLogger(__name__)
+
+
+def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
+    loop = ReconcileLoop({
+        "md": lambda ns, name: reconcile_model_deployment(ctx, ns, name),
+        "mv": lambda ns, name: reconcile_model_version(ctx, ns, name),
+    })
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.enabled = False  # our own Events, on phase changes only
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.connect_timeout = 30
+        settings.networking.request_timeout = 60
+        settings.peering.standalone = True
+        settings.persistence.finalizer = f"{GROUP}/finalizer"
+
+    @kopf.index(GROUP, VERSION, "modeldeployments", registry=registry)
+    def by_model_version(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+        return {(namespace, str(spec.get("modelVersion"))): name}
+
+    @kopf.on.event(GROUP, VERSION, "modeldeployments", registry=registry)
+    async def model_deployment_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
+        if type == "DELETED":
+            loop.forget("md", namespace, name)
+            return
+        await loop.request("md", namespace, name)
+
+    @kopf.on.event(GROUP, VERSION, "modelversions", registry=registry)
+    async def model_version_event(type: str | None, namespace: str, name: str,
+                                  by_model_version: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+        if type == "DELETED":
+            loop.forget("mv", namespace, name)
+        else:
+            await loop.request("mv", namespace, name)
+        for md in list(by_model_version.get((namespace, name), [])):
+            await loop.request("md", namespace, md)
+
+    @kopf.on.event("apps", "v1", "deployments", registry=registry,
+                   labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "serving"})
+    async def serving_deployment_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+        await loop.request("md", namespace, labels[LABEL_DEPLOYMENT])
+
+    @kopf.on.event("batch", "v1", "jobs", registry=registry,
+                   labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "verify"})
+    async def verify_job_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
+        await loop.request("mv", namespace, labels[LABEL_MODEL_VERSION])
+
+    return loop

@@ -1,0 +1,1 @@
+"""The rollout state machine as pure functions: (spec, status, observations) -> (next status, actions)."""

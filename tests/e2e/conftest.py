@@ -1,0 +1,121 @@
+"""e2e fixtures: the CRDs installed, the operator running as a process, real models to serve."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.models import make_model
+
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_USER = "onnx-operator"
+RUNTIME_IMAGE = "onnx-operator/runtime:e2e"
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: ClusterHandle) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    for name in ("modelversions", "modeldeployments"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.serving.onnx-operator.io",
+                        "--timeout=60s")
+    wait_for("CRDs served", lambda: "modeldeployments" in cluster.kubectl(
+        "api-resources", "--api-group=serving.onnx-operator.io"))
+
+
+class OperatorProcess:
+    """The operator as a real process (`python -m onnx_operator`) with its own identity."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.kubeconfig, self.log_path, self.extra_args = kubeconfig, log_path, extra_args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onnx_operator", "--runtime-image", RUNTIME_IMAGE,
+             "--resync-seconds", "30", *self.extra_args],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+        )
+        log.close()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self, sig: int = signal.SIGKILL) -> None:
+        self.stop(sig)
+        self.start()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(cluster: ClusterHandle) -> Path:
+    return cluster.user_kubeconfig(OPERATOR_USER, ("system:masters",))
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    log_path = tmp_path_factory.mktemp("operator") / "operator.log"
+    op = OperatorProcess(operator_kubeconfig, log_path)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        if log_path.exists():
+            tail = log_path.read_text(errors="replace").splitlines()[-40:]
+            print("\n--- operator log (tail) ---\n" + "\n".join(tail))
+
+
+@dataclass(frozen=True)
+class Artifact:
+    uri: str
+    sha256: str
+
+
+class ModelStore:
+    """Real ONNX model files served over HTTP on 127.0.0.1, as a model registry would."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
+            *a, directory=str(root), **kw)
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd.RequestHandlerClass.log_message = lambda *a, **kw: None  # type: ignore[method-assign]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def publish(self, name: str, data: bytes) -> Artifact:
+        (self.root / name).write_bytes(data)
+        port = self.httpd.server_address[1]
+        return Artifact(f"http://127.0.0.1:{port}/{name}", hashlib.sha256(data).hexdigest())
+
+    def model(self, name: str, scale: float = 1.0) -> Artifact:
+        return self.publish(name, make_model(scale))
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore]:
+    store = ModelStore(tmp_path_factory.mktemp("models"))
+    yield store
+    store.httpd.shutdown()

@@ -1,0 +1,239 @@
+"""The operator core against the local control plane: ModelVersion verification and
+ModelDeployment reconciliation into serving workloads."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.e2e.conftest import OPERATOR_USER, Artifact, ModelStore, OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
+
+GROUP = "serving.onnx-operator.io/v1alpha1"
+MD_LABEL = "serving.onnx-operator.io/deployment"
+
+
+def model_version(name: str, art: Artifact, version: str = "1.0.0") -> str:
+    return json.dumps({
+        "apiVersion": GROUP, "kind": "ModelVersion", "metadata": {"name": name},
+        "spec": {"model": "linear", "version": version, "source": {"uri": art.uri, "sha256": art.sha256}},
+    })
+
+
+def model_deployment(name: str, mv: str, replicas: int = 2, **spec: Any) -> str:
+    return json.dumps({
+        "apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {"modelVersion": mv, "replicas": replicas, **spec},
+    })
+
+
+def get(cluster: ClusterHandle, kind: str, ns: str, name: str) -> dict[str, Any]:
+    return dict(cluster.kubectl_json("get", kind, name, "-n", ns))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def serving_deployments(cluster: ClusterHandle, ns: str, md: str) -> list[dict[str, Any]]:
+    return list(cluster.kubectl_json("get", "deployments", "-n", ns, "-l", f"{MD_LABEL}={md}")["items"])
+
+
+def wait_ready(cluster: ClusterHandle, ns: str, md: str, timeout: float = 120) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        obj = get(cluster, "md", ns, md)
+        fresh = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if fresh and condition(obj, "Ready").get("status") == "True" else None
+    return wait_for(f"md/{md} Ready", ready, timeout=timeout)
+
+
+def wait_mv_phase(cluster: ClusterHandle, ns: str, mv: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_for(f"mv/{mv} {phase}", lambda: (lambda o: o if o.get("status", {}).get("phase") == phase else None)(
+        get(cluster, "mv", ns, mv)), timeout=timeout)
+
+
+def test_model_version_is_verified_in_cluster(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    art = models.model("verified.onnx")
+
+    cluster.apply(model_version("v1", art), namespace)
+
+    mv = wait_mv_phase(cluster, namespace, "v1", "Ready")
+    assert mv["status"]["digest"] == f"sha256:{art.sha256}"
+    assert mv["status"]["sizeBytes"] > 0
+    assert [i["name"] for i in mv["status"]["signature"]["inputs"]] == ["x"]
+    assert mv["status"]["signature"]["inputs"][0]["shape"] == [-1, 4]
+    assert condition(mv, "Verified")["status"] == "True"
+
+
+def test_checksum_mismatch_fails_closed(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    art = models.model("tampered.onnx")
+    wrong = Artifact(art.uri, "0" * 64)
+
+    cluster.apply(model_version("bad", wrong), namespace)
+    cluster.apply(model_deployment("web", "bad"), namespace)
+
+    mv = wait_mv_phase(cluster, namespace, "bad", "Failed")
+    assert condition(mv, "Verified")["reason"] == "ChecksumMismatch"
+    md = wait_for("md Degraded", lambda: (lambda o: o if condition(o, "Degraded").get("status") == "True" else None)(
+        get(cluster, "md", namespace, "web")))
+    assert condition(md, "Ready")["status"] == "False"
+    assert serving_deployments(cluster, namespace, "web") == []
+
+
+def test_model_deployment_becomes_ready_with_service_and_owned_workloads(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("ready.onnx")), namespace)
+
+    cluster.apply(model_deployment("web", "v1", replicas=3), namespace)
+
+    md = wait_ready(cluster, namespace, "web")
+    status = md["status"]
+    assert status["servingVersion"] == "v1" and status["desiredVersion"] == "v1"
+    assert status["readyReplicas"] == 3
+    assert status["url"] == f"http://web.{namespace}.svc.cluster.local"
+    [dep] = serving_deployments(cluster, namespace, "web")
+    assert dep["metadata"]["ownerReferences"][0]["uid"] == md["metadata"]["uid"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    main = pod["containers"][0]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    svc = get(cluster, "service", namespace, "web")
+    assert svc["spec"]["selector"] == {MD_LABEL: "web"} or MD_LABEL in svc["spec"]["selector"]
+    printed = cluster.kubectl("get", "md", "web", "-n", namespace)
+    assert "3/3" in printed and "v1" in printed
+
+
+def test_scale_subresource_scales_serving_pods(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("scale.onnx")), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=1), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    cluster.kubectl("scale", "md/web", "--replicas=4", "-n", namespace)
+
+    md = wait_for("4 ready", lambda: (lambda o: o if o["status"].get("readyReplicas") == 4
+                                      and condition(o, "Ready").get("status") == "True" else None)(
+        get(cluster, "md", namespace, "web")))
+    assert md["spec"]["replicas"] == 4
+
+
+def total_ready(cluster: ClusterHandle, ns: str, md: str) -> int:
+    return sum(int(d.get("status", {}).get("readyReplicas", 0)) for d in serving_deployments(cluster, ns, md))
+
+
+def test_version_change_hands_over_without_dropping_below_replicas(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("h1.onnx")), namespace)
+    cluster.apply(model_version("v2", models.model("h2.onnx", scale=2.0), version="2.0.0"), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=3), namespace)
+    wait_ready(cluster, namespace, "web")
+    wait_mv_phase(cluster, namespace, "v2", "Ready")
+
+    cluster.apply(model_deployment("web", "v2", replicas=3), namespace)
+
+    lowest = 3
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        lowest = min(lowest, total_ready(cluster, namespace, "web"))
+        md = get(cluster, "md", namespace, "web")
+        if (md["status"].get("servingVersion") == "v2" and condition(md, "Ready").get("status") == "True"
+                and len(serving_deployments(cluster, namespace, "web")) == 1):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"handover did not finish: {md.get('status')}")
+    assert lowest >= 3, f"ready pods dropped to {lowest} during the handover"
+    [dep] = serving_deployments(cluster, namespace, "web")
+    assert dep["metadata"]["labels"]["serving.onnx-operator.io/version"] == "v2"
+
+
+def test_missing_version_degrades_and_leaves_serving_untouched(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("m1.onnx")), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=2), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    cluster.apply(model_deployment("web", "does-not-exist", replicas=2), namespace)
+
+    md = wait_for("Degraded", lambda: (lambda o: o if condition(o, "Degraded").get("status") == "True" else None)(
+        get(cluster, "md", namespace, "web")))
+    assert condition(md, "Degraded")["reason"] == "ModelVersionNotFound"
+    assert "does-not-exist" in condition(md, "Degraded")["message"]
+    assert md["status"]["servingVersion"] == "v1"
+    [dep] = serving_deployments(cluster, namespace, "web")
+    assert dep["status"]["readyReplicas"] == 2
+
+
+def test_model_version_spec_is_immutable(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("imm.onnx")), namespace)
+
+    with pytest.raises(RuntimeError, match="create a new ModelVersion"):
+        cluster.kubectl("patch", "mv", "v1", "-n", namespace, "--type=merge", "-p",
+                        json.dumps({"spec": {"version": "9.9.9"}}))
+
+
+def test_deleting_a_model_deployment_removes_its_workloads(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("del.onnx")), namespace)
+    cluster.apply(model_deployment("web", "v1"), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    cluster.kubectl("delete", "md", "web", "-n", namespace)
+
+    wait_for("workloads collected", lambda: serving_deployments(cluster, namespace, "web") == []
+             and not cluster.kubectl("get", "service", "web", "-n", namespace, "--ignore-not-found", "-o", "name"),
+             timeout=60)
+
+
+def test_autoscaling_creates_an_hpa_and_leaves_replicas_to_it(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("hpa.onnx")), namespace)
+
+    cluster.apply(model_deployment("web", "v1", replicas=2, autoscaling={
+        "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}), namespace)
+
+    wait_ready(cluster, namespace, "web")
+    [hpa] = cluster.kubectl_json("get", "hpa", "-n", namespace)["items"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 5)
+    [dep] = serving_deployments(cluster, namespace, "web")
+    managers = {m["manager"]: m for m in dep["metadata"]["managedFields"]}
+    ours = json.dumps(managers[OPERATOR_USER if OPERATOR_USER in managers else "onnx-operator"]["fieldsV1"])
+    assert "f:replicas" not in ours, "the operator must not own replicas when an HPA scales"
+
+
+def test_no_api_writes_at_rest(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("rest.onnx")), namespace)
+    for i in range(20):
+        cluster.apply(model_deployment(f"md{i}", "v1", replicas=1), namespace)
+    for i in range(20):
+        wait_ready(cluster, namespace, f"md{i}", timeout=180)
+    time.sleep(5)  # let the last events settle
+
+    since = time.time()
+    time.sleep(30)
+
+    writes = cluster.writes_by(OPERATOR_USER, since)
+    assert writes == [], [(w["verb"], w["objectRef"]) for w in writes[:10]]
+
+
+def test_operator_restart_mid_handover_converges(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
+    cluster.apply(model_version("v1", models.model("r1.onnx")), namespace)
+    cluster.apply(model_version("v2", models.model("r2.onnx", scale=3.0), version="2.0.0"), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=3), namespace)
+    wait_ready(cluster, namespace, "web")
+    wait_mv_phase(cluster, namespace, "v2", "Ready")
+
+    cluster.apply(model_deployment("web", "v2", replicas=3), namespace)
+    wait_for("the handover to start", lambda: len(serving_deployments(cluster, namespace, "web")) == 2)
+    operator.restart(signal.SIGKILL)
+
+    md = wait_ready(cluster, namespace, "web")
+    assert md["status"]["servingVersion"] == "v2"
+    wait_for("exactly one Deployment", lambda: len(serving_deployments(cluster, namespace, "web")) == 1)
