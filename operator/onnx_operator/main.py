@@ -29,6 +29,7 @@ def setup_logging(config: OperatorConfig) -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per handled event is noise
 
 
 def main(argv: list[str] | None = None) -> int:

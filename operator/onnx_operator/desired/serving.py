@@ -58,6 +58,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     container: Obj = {
         "name": "server",
         "image": config.runtime_image,
+        "command": ["onnx-server"],
         "args": serve_args(md, mv, config),
         "ports": [{"name": "http", "containerPort": config.serving_port, "protocol": "TCP"}],
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
@@ -73,6 +74,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     fetch: Obj = {
         "name": "fetch-model",
         "image": config.runtime_image,
+        "command": ["onnx-server"],
         "args": ["fetch", "--uri", mv.spec.source.uri, "--sha256", mv.spec.source.sha256, "--dest", MODEL_DIR],
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],

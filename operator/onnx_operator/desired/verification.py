@@ -26,6 +26,7 @@ def desired_verify_job(mv: ModelVersion, config: OperatorConfig) -> Obj:
     container: Obj = {
         "name": "verify",
         "image": config.runtime_image,
+        "command": ["onnx-server"],
         "args": ["verify", "--uri", mv.spec.source.uri, "--sha256", mv.spec.source.sha256,
                  "--dest", WORK_DIR, "--termination-message-path", TERMINATION_LOG],
         "terminationMessagePath": TERMINATION_LOG,

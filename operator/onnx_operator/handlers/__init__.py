@@ -33,6 +33,10 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
         "mv": lambda ns, name: reconcile_model_version(ctx, ns, name),
     })
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # our own Events, on phase changes only
@@ -43,7 +47,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
         settings.peering.standalone = True
         settings.persistence.finalizer = f"{GROUP}/finalizer"
 
-    @kopf.index(GROUP, VERSION, "modeldeployments", registry=registry)
+    @kopf.index(GROUP, VERSION, "modeldeployments", registry=registry, id="by_model_version")
     def by_model_version(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
         return {(namespace, str(spec.get("modelVersion"))): name}
 

@@ -1,0 +1,63 @@
+"""Loading a model with onnxruntime and reading its signature (the only module importing it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+import onnxruntime as ort
+
+from onnx_server.errors import InvalidModel, UnsafePath
+
+# onnxruntime type strings -> Open Inference Protocol v2 data types
+DTYPES = {
+    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(string)": "BYTES", "tensor(bfloat16)": "BF16",
+}
+
+
+def check_external_data(model_path: Path) -> None:
+    """Refuses external-data locations that are absolute, contain '..' or resolve outside the folder."""
+    try:
+        proto = onnx.load(str(model_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a model"
+        raise InvalidModel(f"{model_path.name} is not a valid ONNX file: {exc}") from exc
+    root = model_path.parent.resolve()
+    tensors = list(proto.graph.initializer)
+    for node in proto.graph.node:
+        tensors += [a.t for a in node.attribute if a.HasField("t")]
+    for tensor in tensors:
+        for entry in tensor.external_data:
+            if entry.key != "location":
+                continue
+            loc = entry.value
+            target = (root / loc).resolve()
+            if Path(loc).is_absolute() or ".." in Path(loc).parts or not target.is_relative_to(root):
+                raise UnsafePath(f"external data {loc!r} of tensor {tensor.name!r} points outside the model folder")
+            if (root / loc).is_symlink():
+                raise UnsafePath(f"external data {loc!r} of tensor {tensor.name!r} is a symlink")
+
+
+def _shape(dims: list[Any]) -> list[int]:
+    return [d if isinstance(d, int) and d >= 0 else -1 for d in dims]
+
+
+def load_session(model_path: Path, threads: int | None = None) -> ort.InferenceSession:
+    check_external_data(model_path)
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
+        raise InvalidModel(f"onnxruntime cannot load {model_path.name}: {exc}") from exc
+
+
+def signature(session: ort.InferenceSession) -> dict[str, list[dict[str, Any]]]:
+    def describe(args: list[Any]) -> list[dict[str, Any]]:
+        return [{"name": a.name, "dtype": DTYPES.get(a.type, a.type), "shape": _shape(list(a.shape))} for a in args]
+    return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
