@@ -8,7 +8,7 @@ from typing import Any
 from onnx_operator.api import API_VERSION, InvalidSpec, ModelDeployment, ModelVersion
 from onnx_operator.api import conditions as r
 from onnx_operator.api import parse_model_deployment, parse_model_version, set_condition
-from onnx_operator.desired.names import LABEL_DEPLOYMENT, LABEL_VERSION, selector_string, serving_labels
+from onnx_operator.desired.names import LABEL_VERSION, deployment_name, selector_string, serving_labels
 from onnx_operator.desired.serving import desired_deployment, desired_hpa, desired_service, service_url
 from onnx_operator.handlers.context import Context, live_status, now
 from onnx_operator.rollout.rolling import HandoverPlan, Observed, plan_handover
@@ -66,9 +66,11 @@ def _apply_workloads(ctx: Context, md: ModelDeployment, mv: ModelVersion, deps: 
                          _observe(new_dep) if new_dep else None,
                          [_observe(d) for v, d in sorted(by_version.items()) if v != mv.name])
     kube.ensure(desired_service(md, ctx.config), kube.get("v1", "Service", ns, md.name))
-    # with autoscaling the HPA owns replicas: only the first apply sets them
-    want = plan.new_replicas if auto is None or new_dep is None else None
-    kube.ensure(desired_deployment(md, mv, ctx.config, want), new_dep)
+    # with autoscaling the HPA owns replicas: applies leave them out and only a new
+    # Deployment is sized once, through the scale subresource, so apply never fights the HPA
+    kube.ensure(desired_deployment(md, mv, ctx.config, None if auto else plan.new_replicas), new_dep)
+    if auto is not None and new_dep is None:
+        kube.scale("apps/v1", "Deployment", ns, deployment_name(md.name, mv.name), plan.new_replicas)
     for version, target in plan.old_replicas.items():
         dep = by_version[version]
         if int(dep["spec"].get("replicas", 0)) != target:
