@@ -240,3 +240,42 @@ def test_operator_restart_mid_handover_converges(
     md = wait_ready(cluster, namespace, "web")
     assert md["status"]["servingVersion"] == "v2"
     wait_for("exactly one Deployment", lambda: len(serving_deployments(cluster, namespace, "web")) == 1)
+
+
+def test_examples_are_accepted_by_the_api_server(cluster: ClusterHandle, namespace: str) -> None:
+    from pathlib import Path
+
+    out = cluster.kubectl("apply", "--server-side", "--dry-run=server", "-n", namespace,
+                          "-f", str(Path(__file__).resolve().parents[2] / "examples" / "basic"))
+    assert "modelversion.serving.onnx-operator.io/iris-1-0-0 serverside-applied" in out
+    assert "modeldeployment.serving.onnx-operator.io/iris serverside-applied" in out
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"replicas": -1}, "spec.replicas"),
+    ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}},
+     "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"),
+    ({"strategy": {"type": "RollingUpdate", "canary": {"steps": [{"weight": 100}]}}},
+     "spec.strategy.canary is only allowed when spec.strategy.type is Canary"),
+    ({"strategy": {"type": "Canary"}}, "spec.strategy.canary (with steps) is required"),
+    ({"strategy": {"type": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 20}, {"weight": 100}]}}},
+     "weights must be strictly increasing"),
+    ({"strategy": {"type": "Canary", "canary": {"steps": [{"weight": 10}]}}}, "the last step must have weight 100"),
+])
+def test_invalid_model_deployment_is_rejected_naming_the_field(
+        cluster: ClusterHandle, namespace: str, spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(RuntimeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        cluster.apply(model_deployment("bad", "v1", **spec), namespace)
+
+
+def test_phase_changes_emit_events(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("events.onnx")), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=1), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    events = cluster.kubectl_json("get", "events", "-n", namespace)["items"]
+
+    md_reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "ModelDeployment"}
+    mv_reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "ModelVersion"}
+    assert "ReplicasReady" in md_reasons
+    assert "Verified" in mv_reasons

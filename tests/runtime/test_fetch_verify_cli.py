@@ -1,0 +1,134 @@
+"""`onnx-server fetch` and `verify`: the operator's verification Jobs and init containers run these."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.models import make_model
+
+
+def run(*args: str) -> tuple[int, dict]:
+    proc = subprocess.run([sys.executable, "-m", "onnx_server.cli", *args], capture_output=True, text=True, check=False)
+    return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture()
+def model_file(tmp_path: Path) -> tuple[Path, str]:
+    path = tmp_path / "src" / "m.onnx"
+    path.parent.mkdir()
+    data = make_model()
+    path.write_bytes(data)
+    return path, hashlib.sha256(data).hexdigest()
+
+
+def test_verify_prints_digest_size_and_signature(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    path, sha = model_file
+    msg = tmp_path / "termination-log"
+
+    code, out = run("verify", "--uri", path.as_uri(), "--sha256", sha, "--dest", str(tmp_path / "d"),
+                    "--termination-message-path", str(msg))
+
+    assert code == 0
+    assert out["digest"] == f"sha256:{sha}" and out["sizeBytes"] == path.stat().st_size
+    assert out["signature"]["inputs"] == [{"name": "x", "dtype": "FP32", "shape": [-1, 4]}]
+    assert json.loads(msg.read_text()) == out
+
+
+def test_checksum_mismatch_fails_closed_and_writes_nothing(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    path, _ = model_file
+    dest = tmp_path / "d"
+
+    code, out = run("fetch", "--uri", path.as_uri(), "--sha256", "0" * 64, "--dest", str(dest))
+
+    assert code == 4 and out["reason"] == "ChecksumMismatch"
+    assert list(dest.iterdir()) == []
+
+
+def test_pvc_paths_cannot_escape_the_volume_root(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    _, sha = model_file
+    root = tmp_path / "pvc"
+    (root / "claim").mkdir(parents=True)
+    code, out = run("fetch", "--uri", "pvc://claim/../../src/m.onnx", "--sha256", sha,
+                    "--dest", str(tmp_path / "d"), "--pvc-root", str(root))
+    assert code == 5 and out["reason"] == "UnsafePath"
+
+
+def test_pvc_symlinks_are_refused(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    path, sha = model_file
+    root = tmp_path / "pvc"
+    (root / "claim").mkdir(parents=True)
+    (root / "claim" / "m.onnx").symlink_to(path)
+    code, out = run("fetch", "--uri", "pvc://claim/m.onnx", "--sha256", sha, "--dest", str(tmp_path / "d"),
+                    "--pvc-root", str(root))
+    assert code == 5 and out["reason"] == "UnsafePath"
+
+
+def test_pvc_file_inside_the_claim_is_fetched(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    path, sha = model_file
+    root = tmp_path / "pvc"
+    (root / "claim" / "iris").mkdir(parents=True)
+    (root / "claim" / "iris" / "m.onnx").write_bytes(path.read_bytes())
+    code, out = run("fetch", "--uri", "pvc://claim/iris/m.onnx", "--sha256", sha, "--dest", str(tmp_path / "d"),
+                    "--pvc-root", str(root))
+    assert code == 0 and (tmp_path / "d" / "model.onnx").read_bytes() == path.read_bytes()
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path: Path) -> None:
+    import numpy as np
+
+    weights = numpy_helper.from_array(np.ones((4, 2), dtype=np.float32), "W")
+    weights.data_location = TensorProto.EXTERNAL
+    entry = weights.external_data.add()
+    entry.key, entry.value = "location", "../../etc/passwd"
+    weights.ClearField("raw_data")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], initializer=[weights])
+    data = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    src = tmp_path / "evil.onnx"
+    src.write_bytes(data)
+
+    code, out = run("verify", "--uri", src.as_uri(), "--sha256", hashlib.sha256(data).hexdigest(),
+                    "--dest", str(tmp_path / "d"))
+
+    assert code == 5 and out["reason"] == "UnsafePath" and "etc/passwd" in out["message"]
+
+
+def test_a_file_that_is_not_a_model_is_invalid(tmp_path: Path) -> None:
+    src = tmp_path / "junk.onnx"
+    src.write_bytes(b"definitely not protobuf" * 10)
+    code, out = run("verify", "--uri", src.as_uri(), "--sha256", hashlib.sha256(src.read_bytes()).hexdigest(),
+                    "--dest", str(tmp_path / "d"))
+    assert code == 7 and out["reason"] == "InvalidModel"
+
+
+def test_unreachable_http_source_is_a_fetch_failure(tmp_path: Path) -> None:
+    code, out = run("fetch", "--uri", "http://127.0.0.1:9/none.onnx", "--sha256", "a" * 64, "--dest", str(tmp_path))
+    assert code == 3 and out["reason"] == "FetchFailed"
+
+
+def test_malformed_sha256_is_an_invalid_argument(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    code, out = run("fetch", "--uri", model_file[0].as_uri(), "--sha256", "xyz", "--dest", str(tmp_path / "d"))
+    assert code == 2 and out["reason"] == "InvalidArgument"
+
+
+def test_model_larger_than_the_limit_is_refused(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    from onnx_server.errors import TooLarge
+    from onnx_server.fetch import fetch
+
+    path, sha = model_file
+    with pytest.raises(TooLarge):
+        fetch(path.as_uri(), sha, tmp_path / "d", max_bytes=10)
+    assert not (tmp_path / "d" / "model.onnx").exists()
+
+
+def test_checker_accepts_the_test_model() -> None:
+    onnx.checker.check_model(onnx.load_from_string(make_model()))

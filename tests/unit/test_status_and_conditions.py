@@ -1,0 +1,55 @@
+import pytest
+
+from onnx_operator.api import parse_model_deployment, set_condition
+from onnx_operator.config import ConfigError, load_config
+from onnx_operator.rollout.rolling import Observed
+from onnx_operator.rollout.status import Problem, compute_status
+
+
+def md(status: dict | None = None) -> object:
+    return parse_model_deployment({"metadata": {"name": "web", "namespace": "ns", "uid": "u", "generation": 2},
+                                   "spec": {"modelVersion": "v2", "replicas": 3}, "status": status or {}})
+
+
+def test_unchanged_condition_keeps_its_transition_time() -> None:
+    first = set_condition([], "Ready", True, "ReplicasReady", "3/3", 1, "T1")
+    again = set_condition(first, "Ready", True, "ReplicasReady", "3/3", 1, "T2")
+    flipped = set_condition(again, "Ready", False, "ReplicasNotReady", "2/3", 1, "T3")
+    assert again == first
+    assert flipped[0].last_transition_time == "T3"
+
+
+def test_status_is_ready_only_when_every_desired_pod_is_ready() -> None:
+    busy = compute_status(md(), [Observed("v2", 3, 2)], 3, None, True, "sel", "url", "T")
+    done = compute_status(md(), [Observed("v2", 3, 3)], 3, None, True, "sel", "url", "T")
+    assert (busy.phase, done.phase) == ("Progressing", "Ready")
+    assert done.ready_text == "3/3" and done.serving_version == "v2" and done.observed_generation == 2
+
+
+def test_recomputing_an_unchanged_status_gives_the_same_status() -> None:
+    first = compute_status(md(), [Observed("v2", 3, 3)], 3, None, True, "sel", "url", "T1")
+    second = compute_status(md(first.wire()), [Observed("v2", 3, 3)], 3, None, True, "sel", "url", "T2")
+    assert second.wire() == first.wire()
+
+
+def test_serving_version_stays_on_the_old_version_during_a_handover() -> None:
+    prev = compute_status(md(), [Observed("v1", 3, 3)], 3, None, True, "sel", "url", "T").wire()
+    prev["servingVersion"] = "v1"
+    status = compute_status(md(prev), [Observed("v1", 3, 3), Observed("v2", 3, 1)], 3, None, False, "s", "u", "T")
+    assert status.serving_version == "v1" and status.phase == "Progressing"
+
+
+def test_problem_degrades_with_its_reason() -> None:
+    status = compute_status(md(), [], 3, Problem("ModelVersionNotFound", "no v2"), False, "s", "u", "T")
+    degraded = next(c for c in status.conditions if c.type == "Degraded")
+    assert (status.phase, degraded.status, degraded.reason) == ("Degraded", "True", "ModelVersionNotFound")
+
+
+def test_settings_come_from_flags_then_environment() -> None:
+    config = load_config(["--namespaces", "a, b"], {"ONNX_OPERATOR_RUNTIME_IMAGE": "img:2"})
+    assert config.namespaces == ["a", "b"] and config.runtime_image == "img:2"
+
+
+def test_bad_setting_names_the_flag_and_variable() -> None:
+    with pytest.raises(ConfigError, match="--serving-port / ONNX_OPERATOR_SERVING_PORT"):
+        load_config(["--serving-port", "80"], {})
