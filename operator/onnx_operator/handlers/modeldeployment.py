@@ -90,8 +90,8 @@ def _apply_workloads(ctx: Context, md: ModelDeployment, mv: ModelVersion, deps: 
 def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float | None:
     kube = ctx.kube
     body = kube.get(API_VERSION, KIND, namespace, name)
-    if body is None:
-        return None
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None  # garbage collection removes what it owned
     old = live_status(body)
     generation = int(body["metadata"].get("generation", 0))
     try:
