@@ -55,7 +55,7 @@ def test_runtime_overrides_of_the_deployment_win_over_version_defaults() -> None
 def test_autoscaled_deployment_leaves_replicas_to_the_hpa() -> None:
     auto = md(autoscaling={"minReplicas": 2, "maxReplicas": 4})
     assert "replicas" not in desired_deployment(auto, mv(), CONFIG, None)["spec"]
-    hpa = desired_hpa(auto, mv(), 2, 4)
+    hpa = desired_hpa(auto, "v1", 2, 4)
     assert hpa["spec"]["scaleTargetRef"]["name"] == "web-v1"
     assert hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] == 80
 

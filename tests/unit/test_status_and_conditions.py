@@ -2,6 +2,7 @@ import pytest
 
 from onnx_operator.api import parse_model_deployment, set_condition
 from onnx_operator.config import ConfigError, load_config
+from onnx_operator.rollout.progressive import Decision
 from onnx_operator.rollout.rolling import Observed
 from onnx_operator.rollout.status import Problem, compute_status
 
@@ -19,28 +20,39 @@ def test_unchanged_condition_keeps_its_transition_time() -> None:
     assert flipped[0].last_transition_time == "T3"
 
 
+def done(serving: str = "v2") -> Decision:
+    return Decision(replicas={serving: 3}, active=None, serving=serving, complete=True)
+
+
 def test_status_is_ready_only_when_every_desired_pod_is_ready() -> None:
-    busy = compute_status(md(), [Observed("v2", 3, 2)], 3, None, True, "sel", "url", "T")
-    done = compute_status(md(), [Observed("v2", 3, 3)], 3, None, True, "sel", "url", "T")
-    assert (busy.phase, done.phase) == ("Progressing", "Ready")
-    assert done.ready_text == "3/3" and done.serving_version == "v2" and done.observed_generation == 2
+    busy = compute_status(md(), [Observed("v2", 3, 2)], 3, None, done(), "sel", "url", "T")
+    done_ = compute_status(md(), [Observed("v2", 3, 3)], 3, None, done(), "sel", "url", "T")
+    assert (busy.phase, done_.phase) == ("Progressing", "Ready")
+    assert done_.ready_text == "3/3" and done_.serving_version == "v2" and done_.observed_generation == 2
 
 
 def test_recomputing_an_unchanged_status_gives_the_same_status() -> None:
-    first = compute_status(md(), [Observed("v2", 3, 3)], 3, None, True, "sel", "url", "T1")
-    second = compute_status(md(first.wire()), [Observed("v2", 3, 3)], 3, None, True, "sel", "url", "T2")
+    first = compute_status(md(), [Observed("v2", 3, 3)], 3, None, done(), "sel", "url", "T1")
+    second = compute_status(md(first.wire()), [Observed("v2", 3, 3)], 3, None, done(), "sel", "url", "T2")
     assert second.wire() == first.wire()
 
 
-def test_serving_version_stays_on_the_old_version_during_a_handover() -> None:
-    prev = compute_status(md(), [Observed("v1", 3, 3)], 3, None, True, "sel", "url", "T").wire()
-    prev["servingVersion"] = "v1"
-    status = compute_status(md(prev), [Observed("v1", 3, 3), Observed("v2", 3, 1)], 3, None, False, "s", "u", "T")
-    assert status.serving_version == "v1" and status.phase == "Progressing"
+def test_a_version_missing_from_the_cluster_is_not_reported_as_serving() -> None:
+    status = compute_status(md({"servingVersion": "v1"}), [Observed("v2", 3, 1)], 3, None,
+                            Decision(replicas={"v2": 3}, active=None, serving="v1"), "s", "u", "T")
+    assert status.serving_version is None and status.phase == "Progressing"
+
+
+def test_rollback_degrades_and_records_the_reason() -> None:
+    decision = Decision(replicas={"v1": 3}, active=None, serving="v1", rolled_back=("ProgressDeadlineExceeded", "v2 0/1"))
+    status = compute_status(md(), [Observed("v1", 3, 3)], 3, None, decision, "s", "u", "T")
+    conds = {c.type: c for c in status.conditions}
+    assert status.phase == "Degraded" and conds["RolledBack"].status == "True"
+    assert conds["Degraded"].reason == "ProgressDeadlineExceeded" and status.serving_version == "v1"
 
 
 def test_problem_degrades_with_its_reason() -> None:
-    status = compute_status(md(), [], 3, Problem("ModelVersionNotFound", "no v2"), False, "s", "u", "T")
+    status = compute_status(md(), [], 3, Problem("ModelVersionNotFound", "no v2"), None, "s", "u", "T")
     degraded = next(c for c in status.conditions if c.type == "Degraded")
     assert (status.phase, degraded.status, degraded.reason) == ("Degraded", "True", "ModelVersionNotFound")
 

@@ -11,6 +11,8 @@ LABEL_DEPLOYMENT = "serving.onnx-operator.io/deployment"
 LABEL_VERSION = "serving.onnx-operator.io/version"
 LABEL_MODEL_VERSION = "serving.onnx-operator.io/modelversion"
 ANNOTATION_DIGEST = "serving.onnx-operator.io/digest"
+# what `kubectl model promote|abort|pause|resume` writes: "<verb>@<unique id>"
+ANNOTATION_ACTION = "serving.onnx-operator.io/action"
 MANAGED_BY = "onnx-operator"
 
 
@@ -28,6 +30,10 @@ def bounded_name(*parts: str, limit: int = 63) -> str:
 
 def deployment_name(md_name: str, mv_name: str) -> str:
     return bounded_name(md_name, mv_name)
+
+
+def preview_service_name(md_name: str) -> str:
+    return bounded_name(md_name, "preview")
 
 
 def verify_job_name(mv_name: str, uid: str) -> str:

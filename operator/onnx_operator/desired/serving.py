@@ -9,7 +9,9 @@ from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, O
 from onnx_operator.desired.names import (
     ANNOTATION_DIGEST,
     LABEL_NAME,
+    LABEL_VERSION,
     deployment_name,
+    preview_service_name,
     serving_labels,
     version_labels,
 )
@@ -105,13 +107,24 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     }
 
 
-def desired_service(md: ModelDeployment, config: OperatorConfig) -> Obj:
-    """`<md>`: all serving pods of the ModelDeployment, whichever version."""
+def desired_service(md: ModelDeployment, config: OperatorConfig, active: str | None = None) -> Obj:
+    """`<md>`: every serving pod of the ModelDeployment, or only version `active` (blue/green)."""
     labels = {LABEL_NAME: "onnx-model", **serving_labels(md.name)}
+    selector = {**serving_labels(md.name), **({LABEL_VERSION: active} if active else {})}
+    return _service(md, md.name, labels, selector)
+
+
+def desired_preview_service(md: ModelDeployment, version: str) -> Obj:
+    """`<md>-preview`: the version waiting for promotion (blue/green), for smoke tests."""
+    labels = {LABEL_NAME: "onnx-model", **serving_labels(md.name)}
+    return _service(md, preview_service_name(md.name), labels, {**serving_labels(md.name), LABEL_VERSION: version})
+
+
+def _service(md: ModelDeployment, name: str, labels: dict[str, str], selector: dict[str, str]) -> Obj:
     return {
         "apiVersion": "v1", "kind": "Service",
-        "metadata": object_meta(md.name, md.namespace, labels, owner_reference("ModelDeployment", md.metadata)),
-        "spec": {"selector": serving_labels(md.name),
+        "metadata": object_meta(name, md.namespace, labels, owner_reference("ModelDeployment", md.metadata)),
+        "spec": {"selector": selector,
                  "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
 
@@ -120,12 +133,13 @@ def service_url(md: ModelDeployment) -> str:
     return f"http://{md.name}.{md.namespace}.svc.cluster.local"
 
 
-def desired_hpa(md: ModelDeployment, mv: ModelVersion, min_replicas: int, max_replicas: int) -> Obj:
+def desired_hpa(md: ModelDeployment, version: str, min_replicas: int, max_replicas: int) -> Obj:
+    """autoscaling/v2 HPA for one version's Deployment (its minimum follows the version's share)."""
     assert md.spec.autoscaling is not None
-    name = deployment_name(md.name, mv.name)
+    name = deployment_name(md.name, version)
     return {
         "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": object_meta(name, md.namespace, version_labels(md.name, mv.name),
+        "metadata": object_meta(name, md.namespace, version_labels(md.name, version),
                                 owner_reference("ModelDeployment", md.metadata)),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},

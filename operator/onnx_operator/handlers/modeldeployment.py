@@ -1,4 +1,4 @@
-"""ModelDeployment: serving Deployments per version, the Service, HPAs, and the handover."""
+"""ModelDeployment: observe, let the rollout state machine decide, apply the difference, write status."""
 
 from __future__ import annotations
 
@@ -8,21 +8,38 @@ from typing import Any
 from onnx_operator.api import API_VERSION, InvalidSpec, ModelDeployment, ModelVersion
 from onnx_operator.api import conditions as r
 from onnx_operator.api import parse_model_deployment, parse_model_version, set_condition
-from onnx_operator.desired.names import LABEL_VERSION, deployment_name, selector_string, serving_labels
-from onnx_operator.desired.serving import desired_deployment, desired_hpa, desired_service, service_url
+from onnx_operator.desired.names import (
+    ANNOTATION_ACTION,
+    LABEL_VERSION,
+    deployment_name,
+    preview_service_name,
+    selector_string,
+    serving_labels,
+)
+from onnx_operator.desired.serving import (
+    desired_deployment,
+    desired_hpa,
+    desired_preview_service,
+    desired_service,
+    service_url,
+)
 from onnx_operator.handlers.context import Context, live_status, now
-from onnx_operator.rollout.rolling import HandoverPlan, Observed, plan_handover
+from onnx_operator.handlers.gates import evaluate_gates
+from onnx_operator.rollout.progressive import Decision, decide, parse_action
+from onnx_operator.rollout.rolling import Observed
 from onnx_operator.rollout.status import Problem, compute_status
 
 LOG = logging.getLogger(__name__)
 KIND = "ModelDeployment"
+Obj = dict[str, Any]
 
 
-def _owned(items: list[dict[str, Any]], uid: str) -> list[dict[str, Any]]:
-    return [i for i in items if any(ref.get("uid") == uid for ref in i["metadata"].get("ownerReferences") or [])]
+def _owned(items: list[Obj], uid: str) -> list[Obj]:
+    return [i for i in items if any(ref.get("uid") == uid for ref in i["metadata"].get("ownerReferences") or [])
+            and not i["metadata"].get("deletionTimestamp")]
 
 
-def _observe(dep: dict[str, Any]) -> Observed:
+def _observe(dep: Obj) -> Observed:
     status = dep.get("status") or {}
     return Observed(
         version=dep["metadata"]["labels"][LABEL_VERSION],
@@ -32,7 +49,7 @@ def _observe(dep: dict[str, Any]) -> Observed:
     )
 
 
-def _problem(md: ModelDeployment, mv_body: dict[str, Any] | None) -> tuple[Problem | None, ModelVersion | None]:
+def _problem(md: ModelDeployment, mv_body: Obj | None) -> tuple[Problem | None, ModelVersion | None]:
     wanted = md.spec.model_version
     serving = md.status.serving_version
     keep = f"; {serving} keeps serving" if serving and serving != wanted else ""
@@ -50,41 +67,61 @@ def _problem(md: ModelDeployment, mv_body: dict[str, Any] | None) -> tuple[Probl
     return None, mv
 
 
-def _apply_workloads(ctx: Context, md: ModelDeployment, mv: ModelVersion, deps: list[dict[str, Any]],
-                     hpas: list[dict[str, Any]]) -> HandoverPlan:
-    kube, ns = ctx.kube, md.namespace
-    by_version = {d["metadata"]["labels"][LABEL_VERSION]: d for d in deps}
-    new_dep = by_version.get(mv.name)
+def _base_replicas(md: ModelDeployment, observed: dict[str, Observed]) -> int:
+    """Replicas a fully rolled-out version gets; with autoscaling, what the HPA chose for the stable one."""
     auto = md.spec.autoscaling
-    replicas = md.spec.replicas
-    if auto is not None:
-        live = int(new_dep["spec"].get("replicas", auto.min_replicas)) if new_dep else auto.min_replicas
-        replicas = max(auto.min_replicas, min(auto.max_replicas, live))
-    rolling = md.spec.strategy.rolling_update
-    plan = plan_handover(replicas, rolling.max_surge if rolling else "100%",
-                         rolling.max_unavailable if rolling else 0,
-                         _observe(new_dep) if new_dep else None,
-                         [_observe(d) for v, d in sorted(by_version.items()) if v != mv.name])
-    kube.ensure(desired_service(md, ctx.config), kube.get("v1", "Service", ns, md.name))
-    # with autoscaling the HPA owns replicas: applies leave them out and only a new
-    # Deployment is sized once, through the scale subresource, so apply never fights the HPA
-    kube.ensure(desired_deployment(md, mv, ctx.config, None if auto else plan.new_replicas), new_dep)
-    if auto is not None and new_dep is None:
-        kube.scale("apps/v1", "Deployment", ns, deployment_name(md.name, mv.name), plan.new_replicas)
-    for version, target in plan.old_replicas.items():
-        dep = by_version[version]
-        if int(dep["spec"].get("replicas", 0)) != target:
-            kube.scale("apps/v1", "Deployment", ns, dep["metadata"]["name"], target)
-    for version in plan.delete:
-        dep = by_version[version]
-        kube.delete("apps/v1", "Deployment", ns, dep["metadata"]["name"], dep["metadata"]["uid"])
-    for hpa in hpas:  # old versions are scaled by the handover, not by their HPA
-        if hpa["metadata"]["labels"].get(LABEL_VERSION) != mv.name or auto is None:
-            kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ns, hpa["metadata"]["name"])
-    if auto is not None:
-        current = next((h for h in hpas if h["metadata"]["labels"].get(LABEL_VERSION) == mv.name), None)
-        kube.ensure(desired_hpa(md, mv, auto.min_replicas, auto.max_replicas), current)
-    return plan
+    if auto is None:
+        return md.spec.replicas
+    current = observed.get(md.status.serving_version or "") or observed.get(md.spec.model_version)
+    live = current.replicas if current else auto.min_replicas
+    return max(auto.min_replicas, min(auto.max_replicas, live))
+
+
+class Applier:
+    """Applies a Decision: Deployments per version, Services, HPAs; writes only what differs."""
+
+    def __init__(self, ctx: Context, md: ModelDeployment, mv: ModelVersion, deps: list[Obj], hpas: list[Obj]):
+        self.ctx, self.md, self.mv = ctx, md, mv
+        self.kube = ctx.kube
+        self.deps = {d["metadata"]["labels"][LABEL_VERSION]: d for d in deps}
+        self.hpas = {h["metadata"]["labels"].get(LABEL_VERSION): h for h in hpas}
+
+    def apply(self, d: Decision) -> None:
+        md, kube, ns = self.md, self.kube, self.md.namespace
+        kube.ensure(desired_service(md, self.ctx.config, d.active), kube.get("v1", "Service", ns, md.name))
+        preview = kube.get("v1", "Service", ns, preview_service_name(md.name))
+        if d.preview:
+            kube.ensure(desired_preview_service(md, d.preview), preview)
+        elif preview is not None:
+            kube.delete("v1", "Service", ns, preview_service_name(md.name))
+        for version, replicas in d.replicas.items():
+            self._deployment(version, replicas)
+        for version, dep in self.deps.items():
+            if version not in d.replicas:
+                kube.delete("apps/v1", "Deployment", ns, dep["metadata"]["name"], dep["metadata"]["uid"])
+        for version, hpa in self.hpas.items():
+            if md.spec.autoscaling is None or not d.replicas.get(version or ""):
+                kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ns, hpa["metadata"]["name"])
+
+    def _deployment(self, version: str, replicas: int) -> None:
+        md, kube, ns, auto = self.md, self.kube, self.md.namespace, self.md.spec.autoscaling
+        live = self.deps.get(version)
+        if version == self.mv.name:
+            # with autoscaling the HPA owns replicas: applies leave them out
+            kube.ensure(desired_deployment(md, self.mv, self.ctx.config, None if auto else replicas), live)
+            if auto is not None and live is None:
+                kube.scale("apps/v1", "Deployment", ns, deployment_name(md.name, version), replicas)
+        elif live is None:
+            other = kube.get(API_VERSION, "ModelVersion", ns, version)
+            if other is None or (other.get("status") or {}).get("phase") != "Ready":
+                LOG.warning("Cannot recreate %s/%s for %s: ModelVersion not Ready", ns, version, md.name)
+                return
+            kube.apply(desired_deployment(md, parse_model_version(other), self.ctx.config, replicas))
+        elif int(live["spec"].get("replicas", 0)) != replicas and (auto is None or replicas == 0):
+            kube.scale("apps/v1", "Deployment", ns, live["metadata"]["name"], replicas)
+        if auto is not None and replicas > 0:
+            hpa = desired_hpa(md, version, max(1, min(replicas, auto.max_replicas)), auto.max_replicas)
+            kube.ensure(hpa, self.hpas.get(version))
 
 
 def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float | None:
@@ -99,33 +136,41 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     except InvalidSpec as exc:
         conds = set_condition([], "Degraded", True, r.INVALID_SPEC, str(exc), generation, now())
         new = {**old, "phase": "Degraded", "observedGeneration": generation, "conditions": [c.wire() for c in conds]}
-        return _write(ctx, body, old, new)
+        return _write(ctx, body, old, new, [])
     labels = serving_labels(name)
     uid = str(body["metadata"]["uid"])
     deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)
-    hpas = _owned(kube.list("autoscaling/v2", "HorizontalPodAutoscaler", namespace, labels), uid)
+    observed = {o.version: o for o in map(_observe, deps)}
     problem, mv = _problem(md, kube.get(API_VERSION, "ModelVersion", namespace, md.spec.model_version))
-    complete = False
-    desired_replicas = md.spec.autoscaling.min_replicas if md.spec.autoscaling else md.spec.replicas
+    replicas = _base_replicas(md, observed)
+    decision: Decision | None = None
     if problem is None and mv is not None:
-        plan = _apply_workloads(ctx, md, mv, deps, hpas)
-        complete = plan.complete
-        desired_replicas = plan.new_replicas
-        deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid) if not complete or plan.delete else deps
-    observed = [_observe(d) for d in deps if d["metadata"].get("deletionTimestamp") is None]
-    status = compute_status(md, observed, desired_replicas, problem, complete, selector_string(labels),
-                            service_url(md), now())
-    return _write(ctx, body, old, status.wire())
+        hpas = _owned(kube.list("autoscaling/v2", "HorizontalPodAutoscaler", namespace, labels), uid)
+        gates = evaluate_gates(ctx, md, mv, observed)
+        action = parse_action((body["metadata"].get("annotations") or {}).get(ANNOTATION_ACTION))
+        decision = decide(md, observed, replicas, mv.status.digest, gates, action, now())
+        Applier(ctx, md, mv, deps, hpas).apply(decision)
+        if decision.replicas != {v: o.replicas for v, o in observed.items()}:
+            deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)
+            observed = {o.version: o for o in map(_observe, deps)}
+    status = compute_status(md, list(observed.values()), replicas, problem, decision,
+                            selector_string(labels), service_url(md), now())
+    delay = _write(ctx, body, old, status.wire(), decision.events if decision else [])
+    if decision and decision.requeue is not None:
+        return min(delay or decision.requeue, decision.requeue)
+    return delay
 
 
-def _write(ctx: Context, body: dict[str, Any], old: dict[str, Any], new: dict[str, Any]) -> float | None:
+def _write(ctx: Context, body: Obj, old: Obj, new: Obj, events: list[tuple[str, str, str]]) -> float | None:
     if new != old:
         meta = body["metadata"]
         ctx.kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], new)
+        for type_, reason, message in events:
+            ctx.kube.event(body, type_, reason, message)
         if new.get("phase") != old.get("phase"):
-            ready = next((c for c in new.get("conditions", []) if c["type"] == "Degraded"
-                          and c["status"] == "True"), None) or next(
-                (c for c in new.get("conditions", []) if c["type"] == "Ready"), {})
+            conds = new.get("conditions", [])
+            why = next((c for c in conds if c["type"] == "Degraded" and c["status"] == "True"), None) or next(
+                (c for c in conds if c["type"] == "Ready"), {})
             ctx.kube.event(body, "Warning" if new.get("phase") == "Degraded" else "Normal",
-                           str(ready.get("reason", new.get("phase"))), f"{new.get('phase')}: {ready.get('message', '')}")
+                           str(why.get("reason", new.get("phase"))), f"{new.get('phase')}: {why.get('message', '')}")
     return ctx.config.resync_seconds

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from onnx_operator.api import ModelDeployment, ModelDeploymentStatus, set_condition
 from onnx_operator.api import conditions as r
 from onnx_operator.api.modeldeployment import VersionStatus
 from onnx_operator.rollout.rolling import Observed
+
+if TYPE_CHECKING:
+    from onnx_operator.rollout.progressive import Decision
 
 
 @dataclass(frozen=True)
@@ -20,7 +24,7 @@ class Problem:
 
 
 def compute_status(md: ModelDeployment, observed: list[Observed], desired_replicas: int,
-                   problem: Problem | None, complete: bool, selector: str, url: str,
+                   problem: Problem | None, decision: Decision | None, selector: str, url: str,
                    now: str) -> ModelDeploymentStatus:
     prev = md.status
     desired = md.spec.model_version
@@ -28,31 +32,45 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
     by_version = {o.version: o for o in observed}
     new = by_version.get(desired)
     new_ready = new.ready if new else 0
-    serving = desired if (complete and new is not None and new.ready > 0) else (
-        prev.serving_version if prev.serving_version in by_version else None)
+    if decision is not None:
+        serving = decision.serving if decision.serving in by_version else None
+        complete = decision.complete
+    else:
+        serving = prev.serving_version if prev.serving_version in by_version else None
+        complete = False
+    rolled_back = decision.rolled_back if decision else None
+    rollout = (decision.rollout if decision else prev.rollout) or None
     conds = list(prev.conditions)
     if problem is not None:
         conds = set_condition(conds, "Degraded", problem.degraded, problem.reason, problem.message, gen, now)
         conds = set_condition(conds, "Progressing", not problem.degraded, problem.reason, problem.message, gen, now)
+    elif rolled_back is not None:
+        conds = set_condition(conds, "Degraded", True, rolled_back[0], rolled_back[1], gen, now)
+        conds = set_condition(conds, "Progressing", False, "RolledBack", rolled_back[1], gen, now)
     else:
         conds = set_condition(conds, "Degraded", False, r.AS_EXPECTED, "", gen, now)
-        if complete and new_ready >= desired_replicas:
+        if complete:
             conds = set_condition(conds, "Progressing", False, r.ROLLOUT_COMPLETE,
                                   f"{desired} serves all traffic", gen, now)
         else:
-            conds = set_condition(conds, "Progressing", True, r.ROLLOUT_IN_PROGRESS,
-                                  f"{new_ready}/{desired_replicas} pods of {desired} ready", gen, now)
-    ready = problem is None and complete and new is not None and new_ready >= desired_replicas
+            conds = set_condition(conds, "Progressing", True, r.ROLLOUT_IN_PROGRESS, _progress(desired, rollout,
+                                  new_ready, desired_replicas), gen, now)
+    if rolled_back is not None or any(c.type == "RolledBack" for c in conds):
+        conds = set_condition(conds, "RolledBack", rolled_back is not None,
+                              rolled_back[0] if rolled_back else r.AS_EXPECTED,
+                              rolled_back[1] if rolled_back else "", gen, now)
+    ready = problem is None and rolled_back is None and complete and new_ready >= desired_replicas
     conds = set_condition(conds, "Ready", ready, r.REPLICAS_READY if ready else (
-        problem.reason if problem else r.REPLICAS_NOT_READY),
+        problem.reason if problem else (rolled_back[0] if rolled_back else r.REPLICAS_NOT_READY)),
         f"{new_ready}/{desired_replicas} pods of {desired} ready", gen, now)
-    if problem is not None and problem.degraded:
+    if (problem is not None and problem.degraded) or rolled_back is not None:
         phase = "Degraded"
     elif ready:
         phase = "Ready"
+    elif rollout and (rollout.get("paused") or rollout.get("awaitingPromotion")):
+        phase = "Paused"
     else:
         phase = "Progressing"
-    total = sum(o.replicas for o in observed)
     return prev.model_copy(update={
         "phase": phase,
         "conditions": conds,
@@ -60,16 +78,28 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
         "desired_version": desired,
         "serving_version": serving,
         "versions": [VersionStatus(name=o.version, replicas=o.replicas, ready_replicas=o.ready,
-                                   weight=_weight(o, observed)) for o in sorted(observed, key=lambda o: o.version)],
-        "replicas": total,
+                                   weight=_weight(o, observed, decision)) for o in sorted(observed, key=lambda o: o.version)],
+        "replicas": sum(o.replicas for o in observed),
         "ready_replicas": sum(o.ready for o in observed),
         "ready_text": f"{new_ready}/{desired_replicas}",
         "selector": selector,
         "url": url,
+        "rollout": rollout,
+        "history": decision.history if decision else prev.history,
+        "failed_versions": decision.failed if decision else prev.failed_versions,
     })
 
 
-def _weight(o: Observed, observed: list[Observed]) -> int:
-    """Share of ready serving pods (the Service spreads requests over ready endpoints)."""
+def _progress(desired: str, rollout: dict[str, object] | None, ready: int, replicas: int) -> str:
+    if rollout and "stepIndex" in rollout and rollout.get("strategy") == "Canary":
+        return (f"{desired}: step {int(rollout['stepIndex']) + 1}/{rollout.get('stepCount')} "  # type: ignore[call-overload]
+                f"at weight {rollout.get('weight')}%")
+    return f"{ready}/{replicas} pods of {desired} ready"
+
+
+def _weight(o: Observed, observed: list[Observed], decision: Decision | None) -> int:
+    """Share of traffic: all of it on the active version (blue/green), else by ready pods."""
+    if decision is not None and decision.active is not None:
+        return 100 if o.version == decision.active else 0
     ready = sum(x.ready for x in observed)
     return round(100 * o.ready / ready) if ready else 0
