@@ -231,6 +231,7 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
                          f"at weight {steps[index].weight}%"))
         canary = canary_replicas(steps[index].weight, replicas)
         d.requeue = 1.0
+    state["awaitingPromotion"] = bool(ready and not advance and step.pause is None and index < len(steps) - 1)
     state["stepIndex"] = max(index, int(state.get("stepIndex", 0)))
     state["stepCount"] = len(steps)
     state["weight"] = steps[state["stepIndex"]].weight
@@ -259,11 +260,13 @@ def _blue_green(d: Decision, md: ModelDeployment, state: dict[str, Any], stable:
         return d
     if ready and not state.get("paused") and (act in ("promote", "promote-full") or (bg and bg.auto_promote)):
         state["switchedAt"] = now
+        state["awaitingPromotion"] = False
         d.events.append(("Normal", "Switched", f"the Service now sends all traffic to {version}"))
         d.replicas = {version: replicas, **({stable: replicas} if stable else {})}
         d.active, d.serving, d.rollout = version, version, state
         d.requeue = float(bg.scale_down_delay_seconds if bg else 30)
         return d
+    state["awaitingPromotion"] = ready and not (bg and bg.auto_promote)
     d.replicas = {version: replicas, **({stable: replicas} if stable else {})}
     d.active, d.preview, d.rollout = stable, version, state
     return d

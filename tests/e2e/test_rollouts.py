@@ -1,0 +1,157 @@
+"""Progressive delivery against the local control plane: canary steps, blue/green, automatic rollback,
+operator crashes mid-rollout."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.e2e.conftest import ModelStore, OperatorProcess
+from tests.e2e.test_operator_core import (
+    condition,
+    get,
+    model_deployment,
+    model_version,
+    serving_deployments,
+    wait_mv_phase,
+    wait_ready,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
+ACTION = "serving.onnx-operator.io/action"
+CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50}, {"weight": 100}]}}
+
+
+def replicas_by_version(cluster: ClusterHandle, ns: str, md: str) -> dict[str, int]:
+    return {d["metadata"]["labels"]["serving.onnx-operator.io/version"]: d["spec"].get("replicas", 0)
+            for d in serving_deployments(cluster, ns, md)}
+
+
+def act(cluster: ClusterHandle, ns: str, md: str, verb: str) -> None:
+    cluster.kubectl("annotate", "md", md, "-n", ns, f"{ACTION}={verb}@{uuid.uuid4().hex[:8]}", "--overwrite")
+
+
+def rollout(cluster: ClusterHandle, ns: str, md: str) -> dict[str, Any]:
+    return dict(get(cluster, "md", ns, md)["status"].get("rollout") or {})
+
+
+def two_versions(cluster: ClusterHandle, ns: str, models: ModelStore, name: str) -> None:
+    cluster.apply(model_version("v1", models.model(f"{name}-1.onnx")), ns)
+    cluster.apply(model_version("v2", models.model(f"{name}-2.onnx", scale=2.0), version="2.0.0"), ns)
+    wait_mv_phase(cluster, ns, "v2", "Ready")
+
+
+def test_canary_walks_its_steps_and_waits_for_promotion(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    two_versions(cluster, namespace, models, "canary")
+    cluster.apply(model_deployment("web", "v1", replicas=4, strategy=CANARY), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    cluster.apply(model_deployment("web", "v2", replicas=4, strategy=CANARY), namespace)
+
+    wait_for("step 1 at 25%", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 3, "v2": 1})
+    wait_for("step 2 at 50% after the pause", lambda: rollout(cluster, namespace, "web").get("stepIndex") == 1)
+    wait_for("the 50% split", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2, "v2": 2})
+    md = wait_for("paused for promotion", lambda: (lambda o: o if o["status"].get("phase") == "Paused" else None)(
+        get(cluster, "md", namespace, "web")))
+    assert md["status"]["servingVersion"] == "v1"
+    time.sleep(3)
+    assert rollout(cluster, namespace, "web").get("stepIndex") == 1, "a step without pause waits for promote"
+
+    act(cluster, namespace, "web", "promote")
+
+    md = wait_ready(cluster, namespace, "web")
+    assert md["status"]["servingVersion"] == "v2"
+    assert replicas_by_version(cluster, namespace, "web") == {"v2": 4}
+    assert md["status"]["history"][-1]["result"] == "Succeeded"
+    assert md["status"]["history"][-1]["version"] == "v2"
+
+
+def test_canary_that_never_becomes_ready_is_rolled_back(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    two_versions(cluster, namespace, models, "broken")
+    base = {"replicas": 3, "strategy": CANARY, "progressDeadlineSeconds": 10}
+    cluster.apply(model_deployment("web", "v1", **base), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    cluster.apply(model_deployment("web", "v2", **base, podAnnotations={"kwok.onnx-operator.io/fail": "not-ready"}),
+                  namespace)
+
+    md = wait_for("the rollback", lambda: (lambda o: o if condition(o, "RolledBack").get("status") == "True" else None)(
+        get(cluster, "md", namespace, "web")), timeout=90)
+    status = md["status"]
+    assert condition(md, "RolledBack")["reason"] == "ProgressDeadlineExceeded"
+    assert condition(md, "Degraded")["status"] == "True"
+    assert status["desiredVersion"] == "v2" and status["servingVersion"] == "v1"
+    assert status["failedVersions"][-1]["name"] == "v2" and status["failedVersions"][-1]["digest"].startswith("sha256:")
+    assert md["spec"]["modelVersion"] == "v2", "the operator never rewrites the spec"
+    wait_for("all traffic on stable", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 3})
+    events = cluster.kubectl_json("get", "events", "-n", namespace, "--field-selector", "reason=RolledBack")["items"]
+    assert events and "v2 rolled back to v1" in events[0]["message"]
+    time.sleep(3)
+    assert replicas_by_version(cluster, namespace, "web") == {"v1": 3}, "a rolled-back version is not retried"
+
+
+def test_blue_green_switches_at_once_and_keeps_the_old_version_warm(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    two_versions(cluster, namespace, models, "bg")
+    bg = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 5}}
+    cluster.apply(model_deployment("web", "v1", replicas=2, strategy=bg), namespace)
+    wait_ready(cluster, namespace, "web")
+
+    cluster.apply(model_deployment("web", "v2", replicas=2, strategy=bg), namespace)
+
+    preview = wait_for("the preview Service", lambda: cluster.kubectl_json(
+        "get", "service", "web-preview", "-n", namespace))
+    assert preview["spec"]["selector"]["serving.onnx-operator.io/version"] == "v2"
+    assert get(cluster, "service", namespace, "web")["spec"]["selector"]["serving.onnx-operator.io/version"] == "v1"
+    wait_for("v2 at full size", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2, "v2": 2})
+    wait_for("awaiting promotion", lambda: get(cluster, "md", namespace, "web")["status"].get("phase") == "Paused")
+
+    act(cluster, namespace, "web", "promote")
+
+    wait_for("the switch", lambda: get(cluster, "service", namespace, "web")["spec"]["selector"].get(
+        "serving.onnx-operator.io/version") == "v2")
+    assert replicas_by_version(cluster, namespace, "web") == {"v1": 2, "v2": 2}, "old stays warm after the switch"
+    wait_for("old version scaled away after the delay",
+             lambda: replicas_by_version(cluster, namespace, "web") == {"v2": 2}, timeout=60)
+    assert wait_ready(cluster, namespace, "web")["status"]["servingVersion"] == "v2"
+
+
+def test_canary_survives_operator_kills_at_random_moments(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
+    two_versions(cluster, namespace, models, "chaos")
+    steps = {"type": "Canary", "canary": {"steps": [{"weight": 20, "pause": "2s"}, {"weight": 40, "pause": "2s"},
+                                                    {"weight": 60, "pause": "2s"}, {"weight": 80, "pause": "2s"},
+                                                    {"weight": 100}]}}
+    cluster.apply(model_deployment("web", "v1", replicas=5, strategy=steps), namespace)
+    wait_ready(cluster, namespace, "web")
+    cluster.apply(model_deployment("web", "v2", replicas=5, strategy=steps), namespace)
+    rng = random.Random(7)
+    seen: list[int] = []
+
+    for _ in range(5):
+        deadline = time.monotonic() + rng.uniform(0.5, 3.0)
+        while time.monotonic() < deadline:
+            step = rollout(cluster, namespace, "web").get("stepIndex")
+            if step is not None:
+                seen.append(int(step))
+            assert len(serving_deployments(cluster, namespace, "web")) <= 2
+            time.sleep(0.1)
+        operator.restart(signal.SIGKILL)
+
+    def finished() -> bool:
+        step = rollout(cluster, namespace, "web").get("stepIndex")
+        if step is not None:
+            seen.append(int(step))
+        md = get(cluster, "md", namespace, "web")
+        return md["status"].get("servingVersion") == "v2" and condition(md, "Ready").get("status") == "True"
+    wait_for("the rollout to complete", finished, timeout=120)
+    assert replicas_by_version(cluster, namespace, "web") == {"v2": 5}
+    assert seen and all(a <= b for a, b in zip(seen, seen[1:], strict=False)), f"step went back: {seen}"
