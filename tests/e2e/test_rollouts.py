@@ -154,4 +154,6 @@ def test_canary_survives_operator_kills_at_random_moments(
         return md["status"].get("servingVersion") == "v2" and condition(md, "Ready").get("status") == "True"
     wait_for("the rollout to complete", finished, timeout=120)
     assert replicas_by_version(cluster, namespace, "web") == {"v2": 5}
+    wait_for("the rollout state cleared", lambda: "version" not in rollout(cluster, namespace, "web"))
+    assert get(cluster, "md", namespace, "web")["status"]["history"][-1]["result"] == "Succeeded"
     assert seen and all(a <= b for a, b in zip(seen, seen[1:], strict=False)), f"step went back: {seen}"

@@ -1,4 +1,5 @@
 from onnx_operator.kube import is_satisfied
+from onnx_operator.kube.drift import merge_patch
 
 
 def test_live_object_with_server_defaults_satisfies_the_desired_one() -> None:
@@ -30,3 +31,13 @@ def test_quantities_normalised_by_the_server_compare_equal() -> None:
 
 def test_desired_status_is_ignored() -> None:
     assert is_satisfied({"status": {"x": 1}, "spec": {}}, {"spec": {}})
+
+
+def test_merge_patch_nulls_removed_keys_and_keeps_unchanged_ones_out() -> None:
+    old = {"phase": "Ready", "rollout": {"version": "v2", "stepIndex": 1, "lastAction": "p@1"}, "url": "u"}
+    new = {"phase": "Ready", "rollout": {"lastAction": "p@1"}, "url": "u", "servingVersion": "v2"}
+    assert merge_patch(old, new) == {"rollout": {"version": None, "stepIndex": None}, "servingVersion": "v2"}
+
+
+def test_merge_patch_replaces_lists_whole() -> None:
+    assert merge_patch({"conditions": [1, 2]}, {"conditions": [2]}) == {"conditions": [2]}

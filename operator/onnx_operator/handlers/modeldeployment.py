@@ -164,7 +164,7 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
 def _write(ctx: Context, body: Obj, old: Obj, new: Obj, events: list[tuple[str, str, str]]) -> float | None:
     if new != old:
         meta = body["metadata"]
-        ctx.kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], new)
+        ctx.kube.patch_status(API_VERSION, KIND, meta["namespace"], meta["name"], old, new)
         for type_, reason, message in events:
             ctx.kube.event(body, type_, reason, message)
         if new.get("phase") != old.get("phase"):

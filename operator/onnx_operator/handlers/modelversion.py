@@ -81,7 +81,7 @@ def reconcile_model_version(ctx: Context, namespace: str, name: str) -> float | 
             return None  # verified once; the spec is immutable
         new = _next_status(mv, ctx, generation)
     if new != old:
-        ctx.kube.patch_status(API_VERSION, KIND, namespace, name, new)
+        ctx.kube.patch_status(API_VERSION, KIND, namespace, name, old, new)
         if new.get("phase") != old.get("phase"):
             verified = next((c for c in new.get("conditions", []) if c["type"] == "Verified"), {})
             ctx.kube.event(body, "Warning" if new["phase"] == "Failed" else "Normal",

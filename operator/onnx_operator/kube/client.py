@@ -12,7 +12,7 @@ from kubernetes import config as k8s_config
 from kubernetes import dynamic
 from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
 
-from onnx_operator.kube.drift import is_satisfied
+from onnx_operator.kube.drift import is_satisfied, merge_patch
 
 LOG = logging.getLogger(__name__)
 
@@ -91,10 +91,10 @@ class Kube:
                        content_type="application/merge-patch+json")
         LOG.info("Scaled %s %s/%s to %d", kind, namespace, name, replicas)
 
-    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: Obj) -> None:
-        """Merge-patches the status subresource (never the spec)."""
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, old: Obj, new: Obj) -> None:
+        """Moves the status subresource (never the spec) from `old` to `new` with one merge patch."""
         resource = self._resource(api_version, kind).subresources["status"]
-        resource.patch(body={"status": status}, name=name, namespace=namespace,
+        resource.patch(body={"status": merge_patch(old, new)}, name=name, namespace=namespace,
                        content_type="application/merge-patch+json")
 
     def event(self, regarding: Obj, type_: str, reason: str, message: str) -> None:

@@ -58,3 +58,19 @@ def is_satisfied(desired: Any, live: Any, _top: bool = True) -> bool:
             return False
         return all(is_satisfied(w, h, _top=False) for w, h in zip(desired, live, strict=True))
     return _same_scalar(desired, live)
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning `old` into `new`: removed keys become null."""
+    patch: dict[str, Any] = {}
+    for key in old.keys() - new.keys():
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            sub = merge_patch(before, value)
+            if sub:
+                patch[key] = sub
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch

@@ -141,6 +141,8 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
         return _rollback(d, md, state, stable, replicas, DEADLINE,
                          f"{new_ready}/{target_new} pods of {desired} ready after {spec.progress_deadline_seconds}s",
                          now)
+    if gates:
+        state["gates"] = [g.wire() for g in gates]
     failing = [g for g in gates if not g.passed]
     if failing:
         g = failing[0]
