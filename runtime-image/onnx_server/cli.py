@@ -1,4 +1,4 @@
-"""`onnx-server`: fetch and verify model artifacts (serving lands with the runtime-server work)."""
+"""`onnx-server`: serve a model (Open Inference Protocol v2), or fetch and verify model artifacts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from onnx_server.errors import ServerError
+from onnx_server.errors import InvalidArgument, ServerError
 from onnx_server.fetch import fetch
 
 MESSAGE_LIMIT = 4000
@@ -38,9 +38,46 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
             "signature": signature(session)}
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    import logging
+
+    import uvicorn
+
+    from onnx_server.app import create_app
+    from onnx_server.dataplane import DataPlane
+    from onnx_server.settings import ServerSettings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = ServerSettings(
+            model_dir=Path(args.model_dir), name=args.name, version=args.version, host=args.host, port=args.port,
+            threads=args.threads, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
+            warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc).replace("\n", " ")) from exc
+    plane = DataPlane(settings)
+    plane.load()  # fail fast (exit non-zero) on a bad model, before listening
+    # uvicorn stops accepting on SIGTERM and waits up to the grace period for in-flight requests
+    uvicorn.run(create_app(settings, plane), host=settings.host, port=settings.port, log_level="warning",
+                timeout_graceful_shutdown=int(settings.grace_seconds), access_log=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnx-server", description="The generic ONNX runtime server.")
     sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve DIR/model.onnx over the Open Inference Protocol v2 (REST)")
+    serve.add_argument("--model-dir", required=True, help="folder holding model.onnx")
+    serve.add_argument("--name", required=True, help="model name in the URLs")
+    serve.add_argument("--version", required=True, help="model version (a metric label too)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
+    serve.add_argument("--max-batch-size", type=int, default=1, help="dynamic batching: most rows per run")
+    serve.add_argument("--max-delay-ms", type=float, default=5.0, help="dynamic batching: longest wait")
+    serve.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up run")
+    serve.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger bodies get HTTP 413")
+    serve.add_argument("--grace-seconds", type=float, default=25, help="SIGTERM: wait this long for in-flight work")
+    serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model into DEST/model.onnx"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):
         p = sub.add_parser(name, help=helptext)
@@ -61,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     except ServerError as exc:
         print(_write_message(msg_path, {"reason": exc.reason, "message": exc.message}))
         return exc.exit_code
-    print(_write_message(msg_path, result))
+    if result is not None:
+        print(_write_message(msg_path, result))
     return 0
 
 

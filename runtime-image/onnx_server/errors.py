@@ -8,6 +8,7 @@ class ServerError(Exception):
 
     reason = "Error"
     exit_code = 1
+    status_code = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -48,3 +49,27 @@ class InvalidModel(ServerError):
     """The file is not a model onnxruntime can load."""
 
     reason, exit_code = "InvalidModel", 7
+
+
+class BadRequest(ServerError):
+    """An inference request the model cannot take (shape, dtype, data, JSON): HTTP 400."""
+
+    reason, status_code = "BadRequest", 400
+
+
+class NotFound(ServerError):
+    """Unknown model or version: HTTP 404."""
+
+    reason, status_code = "NotFound", 404
+
+
+class PayloadTooLarge(ServerError):
+    """The body (or its decompressed form, or the response) exceeds a limit: HTTP 413."""
+
+    reason, status_code = "PayloadTooLarge", 413
+
+
+class NotReady(ServerError):
+    """The model is still loading or warming up: HTTP 503."""
+
+    reason, status_code = "NotReady", 503

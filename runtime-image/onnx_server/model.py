@@ -61,3 +61,41 @@ def signature(session: ort.InferenceSession) -> dict[str, list[dict[str, Any]]]:
     def describe(args: list[Any]) -> list[dict[str, Any]]:
         return [{"name": a.name, "dtype": DTYPES.get(a.type, a.type), "shape": _shape(list(a.shape))} for a in args]
     return {"inputs": describe(session.get_inputs()), "outputs": describe(session.get_outputs())}
+
+
+class LoadedModel:
+    """A loaded session with its signature; `run` is thread-safe (onnxruntime sessions are)."""
+
+    def __init__(self, model_path: Path, threads: int | None = None) -> None:
+        import numpy as np
+
+        self._np = np
+        self.session = load_session(model_path, threads)
+        sig = signature(self.session)
+        self.inputs: list[dict[str, Any]] = sig["inputs"]
+        self.outputs: list[dict[str, Any]] = sig["outputs"]
+
+    @property
+    def batchable(self) -> bool:
+        """Every input and output has a dynamic first (batch) dimension."""
+        return all(t["shape"] and t["shape"][0] == -1 for t in self.inputs + self.outputs)
+
+    def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]:
+        names = outputs or [o["name"] for o in self.outputs]
+        try:
+            values = self.session.run(names, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises for bad values (e.g. index out of range)
+            from onnx_server.errors import BadRequest
+
+            raise BadRequest(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from exc
+        return dict(zip(names, values, strict=True))
+
+    def warmup_feeds(self) -> dict[str, Any]:
+        """Generated inputs: dynamic dimensions become 1, values are zeros."""
+        from onnx_server.protocol import NUMPY
+
+        feeds = {}
+        for t in self.inputs:
+            shape = [1 if d == -1 else d for d in t["shape"]]
+            feeds[t["name"]] = self._np.zeros(shape, dtype=NUMPY.get(t["dtype"], self._np.float32))
+        return feeds

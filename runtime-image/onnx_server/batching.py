@@ -1,0 +1,98 @@
+"""Dynamic batching: requests wait up to max_delay for others, run as one call, and are split back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+RunFn = Callable[[dict[str, np.ndarray], list[str] | None], dict[str, np.ndarray]]
+
+
+@dataclass
+class _Pending:
+    feeds: dict[str, np.ndarray]
+    outputs: list[str] | None
+    rows: int
+    future: asyncio.Future[dict[str, np.ndarray]]
+    queued_at: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """One queue, one worker task, one future per caller."""
+
+    def __init__(self, run: RunFn, max_batch_size: int, max_delay_s: float,
+                 observe: Callable[[float, int, float], None] | None = None) -> None:
+        self.run, self.max_rows, self.max_delay = run, max_batch_size, max_delay_s
+        self.observe = observe or (lambda queue_s, size, infer_s: None)
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._worker())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+
+    async def submit(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
+        rows = int(next(iter(feeds.values())).shape[0])
+        pending = _Pending(feeds, outputs, rows, asyncio.get_running_loop().create_future())
+        await self.queue.put(pending)
+        return await pending.future
+
+    async def _worker(self) -> None:
+        carry: _Pending | None = None
+        while True:
+            first = carry or await self.queue.get()
+            carry = None
+            batch, rows = [first], first.rows
+            deadline = time.perf_counter() + self.max_delay
+            while rows < self.max_rows:
+                timeout = deadline - time.perf_counter()
+                if timeout <= 0:
+                    break
+                try:
+                    nxt = await asyncio.wait_for(self.queue.get(), timeout)
+                except TimeoutError:
+                    break
+                if rows + nxt.rows > self.max_rows or nxt.outputs != first.outputs:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                rows += nxt.rows
+            await self._run(batch, rows)
+
+    async def _run(self, batch: list[_Pending], rows: int) -> None:
+        start = time.perf_counter()
+        try:
+            if len(batch) == 1:
+                results = [await asyncio.to_thread(self.run, batch[0].feeds, batch[0].outputs)]
+            else:
+                feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+                merged = await asyncio.to_thread(self.run, feeds, batch[0].outputs)
+                results = self._split(merged, batch, rows)
+        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(exc)
+            return
+        infer = time.perf_counter() - start
+        for p, result in zip(batch, results, strict=True):
+            self.observe(start - p.queued_at, rows, infer)
+            if not p.future.done():
+                p.future.set_result(result)
+
+    @staticmethod
+    def _split(merged: dict[str, np.ndarray], batch: list[_Pending], rows: int) -> list[dict[str, np.ndarray]]:
+        if any(v.shape[:1] != (rows,) for v in merged.values()):
+            raise ValueError("the model's outputs do not keep the batch dimension; disable batching")
+        out, start = [], 0
+        for p in batch:
+            out.append({k: v[start:start + p.rows] for k, v in merged.items()})
+            start += p.rows
+        return out

@@ -1,0 +1,89 @@
+"""The protocol-agnostic data plane: load, warm up, batch, infer, describe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import numpy as np
+
+from onnx_server.batching import Batcher
+from onnx_server.errors import BadRequest, NotReady, PayloadTooLarge
+from onnx_server.metrics import Metrics
+from onnx_server.model import LoadedModel
+from onnx_server.protocol import TensorMeta, encode_response, parse_request
+from onnx_server.settings import ServerSettings
+
+LOG = logging.getLogger("onnx_server")
+
+
+class DataPlane:
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.name, settings.version)
+        self.model: LoadedModel | None = None
+        self.batcher: Batcher | None = None
+        self.ready = False
+        try:
+            self.server_version = importlib_metadata.version("onnx-operator")
+        except importlib_metadata.PackageNotFoundError:
+            self.server_version = "0.0.0"
+
+    def load(self) -> None:
+        """Loads (and warms up) the model; the server reports ready only afterwards."""
+        self.model = LoadedModel(self.settings.model_dir / "model.onnx", self.settings.threads)
+        if self.settings.warmup:
+            self.model.run(self.model.warmup_feeds())
+        LOG.info("Loaded %s %s (batchable: %s)", self.settings.name, self.settings.version, self.model.batchable)
+
+    async def start(self) -> None:
+        if self.model is None:
+            await asyncio.to_thread(self.load)
+        assert self.model is not None
+        if self.settings.max_batch_size > 1 and self.model.batchable:
+            self.batcher = Batcher(self.model.run, self.settings.max_batch_size, self.settings.max_delay_ms / 1000,
+                                   self.metrics.observe_batch)
+            self.batcher.start()
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self.batcher:
+            await self.batcher.stop()
+
+    @property
+    def input_meta(self) -> dict[str, TensorMeta]:
+        assert self.model is not None
+        return {t["name"]: TensorMeta(t["name"], t["dtype"], t["shape"]) for t in self.model.inputs}
+
+    def metadata(self) -> dict[str, Any]:
+        if self.model is None:
+            raise NotReady("the model is still loading")
+        describe = lambda ts: [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in ts]  # noqa: E731
+        return {"name": self.settings.name, "versions": [self.settings.version], "platform": "onnxruntime_onnx",
+                "inputs": describe(self.model.inputs), "outputs": describe(self.model.outputs)}
+
+    async def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
+        if not self.ready or self.model is None:
+            raise NotReady("the model is still loading")
+        req = parse_request(body, header_length, self.input_meta, self.settings.max_elements)
+        known = {o["name"] for o in self.model.outputs}
+        if req.outputs is not None:
+            unknown = sorted(set(req.outputs) - known)
+            if unknown:
+                raise BadRequest(f"unknown outputs {unknown}; the model has {sorted(known)}")
+        rows = {a.shape[0] for a in req.inputs.values() if a.ndim}
+        if self.batcher is not None and len(rows) == 1 and next(iter(rows)) <= self.settings.max_batch_size:
+            result = await self.batcher.submit(req.inputs, req.outputs)
+        else:
+            start = asyncio.get_running_loop().time()
+            result = await asyncio.to_thread(self.model.run, req.inputs, req.outputs)
+            self.metrics.observe_batch(0.0, max(rows or {1}), asyncio.get_running_loop().time() - start)
+        size = sum(int(np.asarray(v).nbytes) for v in result.values())
+        if size > self.settings.max_output_bytes:
+            raise PayloadTooLarge(f"the outputs are {size} bytes; the limit is {self.settings.max_output_bytes}")
+        return encode_response(self.settings.name, self.settings.version, req.id, result, req.binary_outputs)
+
+

@@ -1,0 +1,39 @@
+"""Prometheus metrics (the rollout gates read these names; keep them stable)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    def __init__(self, model: str, version: str) -> None:
+        self.registry = CollectorRegistry()
+        self.labels = {"model": model, "version": version}
+        names = ["model", "version"]
+        self.requests = Counter("onnx_server_requests", "Inference requests by response code",
+                                [*names, "code"], registry=self.registry)
+        self.duration = Histogram("onnx_server_request_duration_seconds", "End-to-end inference request time",
+                                  names, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.queue = Histogram("onnx_server_queue_duration_seconds", "Time a request waited for its batch",
+                               names, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.inference = Histogram("onnx_server_inference_duration_seconds", "onnxruntime run time per batch",
+                                   names, buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("onnx_server_batch_size", "Rows per onnxruntime run", names,
+                                    buckets=BATCH_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("onnx_server_in_flight_requests", "Inference requests being served", names,
+                               registry=self.registry)
+
+    def observe_batch(self, queue_s: float, rows: int, infer_s: float) -> None:
+        self.queue.labels(**self.labels).observe(queue_s)
+        self.batch_size.labels(**self.labels).observe(rows)
+        self.inference.labels(**self.labels).observe(infer_s)
+
+    def request_done(self, code: int, seconds: float) -> None:
+        self.requests.labels(**self.labels, code=str(code)).inc()
+        self.duration.labels(**self.labels).observe(seconds)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))

@@ -1,0 +1,23 @@
+"""Server settings: one field per knob, each with its bound (env prefix ONNX_SERVER_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class ServerSettings(BaseModel):
+    model_dir: Path = Field(description="Folder holding model.onnx (and any external data files).")
+    name: str = Field(min_length=1, max_length=128, description="Model name served at /v2/models/{name}.")
+    version: str = Field(min_length=1, max_length=64, description="Model version reported and labelled.")
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    threads: int | None = Field(None, ge=1, le=64, description="onnxruntime intra-op threads.")
+    max_batch_size: int = Field(1, ge=1, le=1024, description="Rows merged into one run (1 = no batching).")
+    max_delay_ms: float = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")
+    warmup: bool = Field(True, description="Run a generated input before reporting ready.")
+    max_body_bytes: int = Field(64 << 20, ge=1024, description="Larger request bodies get 413 unread.")
+    max_elements: int = Field(16 << 20, ge=1, description="Most elements in one input tensor.")
+    max_output_bytes: int = Field(256 << 20, ge=1024, description="Most bytes of outputs in one response.")
+    grace_seconds: float = Field(25, ge=0, le=600, description="How long SIGTERM waits for in-flight requests.")
