@@ -1,0 +1,75 @@
+"""Real onnx-server processes on 127.0.0.1 serving real models."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster.harness import wait_for
+from tests.models import make_model
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, model_dir: Path, *extra: str, name: str = "linear", version: str = "1.0.0") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name, self.version = name, version
+        self.log = model_dir / "server.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir), "--name", name,
+             "--version", version, "--host", "127.0.0.1", "--port", str(self.port), *extra],
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        wait_for("the server to be ready", lambda: self._ready(), timeout=60)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+
+    @property
+    def infer_url(self) -> str:
+        return f"{self.url}/v2/models/{self.name}/infer"
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def model_dir(tmp: Path, data: bytes) -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "model.onnx").write_bytes(data)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(model_dir(tmp_path_factory.mktemp("srv"), make_model()), "--max-body-bytes", "65536")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(model_dir(tmp_path_factory.mktemp("batch"), make_model()),
+                        "--max-batch-size", "16", "--max-delay-ms", "50")
+    yield srv
+    srv.stop()

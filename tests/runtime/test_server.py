@@ -1,0 +1,209 @@
+"""The runtime server over real HTTP: protocol, errors and bounds, batching, metrics, shutdown."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import signal
+import struct
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import onnxruntime as ort
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.models import make_model
+from tests.runtime.conftest import ServerProcess, model_dir
+
+X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]
+
+
+def expected(x: list[list[float]]) -> np.ndarray:
+    sess = ort.InferenceSession(make_model(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": np.asarray(x, dtype=np.float32)})[0]
+
+
+def infer_json(x: list[list[float]]) -> dict:
+    return {"id": "r1", "inputs": [{"name": "x", "shape": [len(x), 4], "datatype": "FP32",
+                                    "data": [v for row in x for v in row]}]}
+
+
+def test_metadata_reports_the_models_real_signature(server: ServerProcess) -> None:
+    meta = httpx.get(f"{server.url}/v2/models/linear").json()
+    assert meta["inputs"] == [{"name": "x", "datatype": "FP32", "shape": [-1, 4]}]
+    assert meta["outputs"] == [{"name": "y", "datatype": "FP32", "shape": [-1, 2]}]
+    assert httpx.get(f"{server.url}/v2/models/linear/versions/1.0.0").status_code == 200
+    assert httpx.get(f"{server.url}/v2/models/linear/ready").json()["ready"] is True
+    assert httpx.get(f"{server.url}/v2").json()["extensions"] == ["binary_tensor_data"]
+
+
+def test_json_inference_matches_onnxruntime(server: ServerProcess) -> None:
+    resp = httpx.post(server.infer_url, json=infer_json(X))
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["id"] == "r1" and body["model_name"] == "linear" and body["model_version"] == "1.0.0"
+    [out] = body["outputs"]
+    assert out["shape"] == [2, 2] and out["datatype"] == "FP32"
+    np.testing.assert_allclose(np.asarray(out["data"]).reshape(2, 2), expected(X), rtol=1e-6)
+
+
+def test_binary_tensor_extension_in_and_out(server: ServerProcess) -> None:
+    data = np.asarray(X, dtype=np.float32).tobytes()
+    head = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(data)}}],
+                       "outputs": [{"name": "y", "parameters": {"binary_data": True}}]}).encode()
+    resp = httpx.post(server.infer_url, content=head + data,
+                      headers={"Inference-Header-Content-Length": str(len(head)),
+                               "Content-Type": "application/octet-stream"})
+    assert resp.status_code == 200
+    n = int(resp.headers["inference-header-content-length"])
+    meta = json.loads(resp.content[:n])
+    assert meta["outputs"][0]["parameters"]["binary_data_size"] == 16
+    values = np.frombuffer(resp.content[n:], dtype=np.float32).reshape(2, 2)
+    np.testing.assert_allclose(values, expected(X), rtol=1e-6)
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1] * 5}]}, "does not fit"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "INT64", "data": [1] * 4}]}, "takes FP32"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}, "needs 4"),
+    ({"inputs": [{"name": "x", "shape": [1000000000, 4], "datatype": "FP32", "data": [1]}]}, "the limit is"),
+    ({"inputs": [{"name": "x", "shape": [-1, 4], "datatype": "FP32", "data": [1]}]}, "non-negative"),
+    ({"inputs": [{"name": "nope", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}]}, "not an input"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": ["a", "b", "c", "d"]}]}, "FP32 values"),
+    ({"inputs": []}, "non-empty"),
+    ({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4}],
+      "outputs": [{"name": "zzz"}]}, "unknown outputs"),
+])
+def test_bad_requests_get_400_with_a_reason(server: ServerProcess, body: dict, fragment: str) -> None:
+    resp = httpx.post(server.infer_url, json=body)
+    assert resp.status_code == 400
+    assert fragment in resp.json()["error"]
+
+
+def test_malformed_json_and_unknown_model(server: ServerProcess) -> None:
+    bad = httpx.post(server.infer_url, content=b"{not json")
+    assert bad.status_code == 400 and "malformed JSON" in bad.json()["error"]
+    missing = httpx.post(f"{server.url}/v2/models/other/infer", json=infer_json(X))
+    assert missing.status_code == 404 and "not served here" in missing.json()["error"]
+    wrong_version = httpx.get(f"{server.url}/v2/models/linear/versions/9")
+    assert wrong_version.status_code == 404
+
+
+def test_binary_sizes_that_do_not_match_are_rejected(server: ServerProcess) -> None:
+    head = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 999}}]}).encode()
+    resp = httpx.post(server.infer_url, content=head + b"\0" * 32,
+                      headers={"Inference-Header-Content-Length": str(len(head))})
+    assert resp.status_code == 400
+    over = httpx.post(server.infer_url, content=b"{}", headers={"Inference-Header-Content-Length": "99"})
+    assert over.status_code == 400
+
+
+def test_oversized_body_is_refused_before_being_read(server: ServerProcess) -> None:
+    declared = httpx.post(server.infer_url, content=b"x" * 70000)
+    assert declared.status_code == 413 and "limit" in declared.json()["error"]
+
+    def chunks():  # no Content-Length: counted while streaming
+        for _ in range(100):
+            yield b"y" * 4096
+    streamed = httpx.post(server.infer_url, content=chunks())
+    assert streamed.status_code == 413
+
+
+def test_compression_bombs_are_bounded(server: ServerProcess) -> None:
+    bomb = gzip.compress(b" " * 10_000_000)
+    resp = httpx.post(server.infer_url, content=bomb, headers={"Content-Encoding": "gzip"})
+    assert resp.status_code == 413 and "decompressed" in resp.json()["error"]
+    small = gzip.compress(json.dumps(infer_json(X)).encode())
+    ok = httpx.post(server.infer_url, content=small, headers={"Content-Encoding": "gzip"})
+    assert ok.status_code == 200
+
+
+def test_metrics_count_requests_by_code(server: ServerProcess) -> None:
+    httpx.post(server.infer_url, json=infer_json(X))
+    httpx.post(server.infer_url, content=b"{broken")
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'onnx_server_requests_total{code="200",model="linear",version="1.0.0"}' in text
+    assert 'onnx_server_requests_total{code="400",model="linear",version="1.0.0"}' in text
+    for name in ("onnx_server_request_duration_seconds_bucket", "onnx_server_queue_duration_seconds_bucket",
+                 "onnx_server_inference_duration_seconds_bucket", "onnx_server_batch_size_bucket",
+                 "onnx_server_in_flight_requests"):
+        assert name in text
+
+
+def test_concurrent_requests_are_batched_and_answered_correctly(batching_server: ServerProcess) -> None:
+    rows = [[[float(i), float(i + 1), float(-i), 1.0]] for i in range(24)]
+    results: dict[int, list[float]] = {}
+
+    def call(i: int) -> None:
+        results[i] = httpx.post(batching_server.infer_url, json=infer_json(rows[i]), timeout=30).json()["outputs"][0]["data"]
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    for i in range(24):
+        np.testing.assert_allclose(results[i], expected(rows[i]).reshape(-1), rtol=1e-6)
+    text = httpx.get(f"{batching_server.url}/metrics").text
+    sizes = [line for line in text.splitlines() if line.startswith("onnx_server_batch_size_sum")]
+    counts = [line for line in text.splitlines() if line.startswith("onnx_server_batch_size_count")]
+    total_rows, runs = float(sizes[0].split()[-1]), float(counts[0].split()[-1])
+    assert total_rows / runs > 1.5, "requests arriving together share onnxruntime runs"
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
+    srv = ServerProcess(model_dir(tmp_path, make_model()), "--max-batch-size", "4", "--max-delay-ms", "1500")
+    result: dict[str, int] = {}
+    t = threading.Thread(target=lambda: result.setdefault(
+        "code", httpx.post(srv.infer_url, json=infer_json(X[:1]), timeout=30).status_code))
+    t.start()
+    time.sleep(0.5)  # the request now waits in the batch queue
+
+    srv.proc.send_signal(signal.SIGTERM)
+
+    t.join(timeout=30)
+    assert result.get("code") == 200
+    # uvicorn re-raises SIGTERM once in-flight work is done, as the default handler would
+    assert srv.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+
+
+def test_a_model_that_does_not_load_fails_before_listening(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "model.onnx").write_bytes(b"garbage")
+    proc = subprocess.run([sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(tmp_path),
+                           "--name", "m", "--version", "1", "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 7 and "InvalidModel" in proc.stdout
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.lists(st.integers(min_value=-3, max_value=2**40), max_size=6),
+       dtype=st.sampled_from(["FP32", "FP64", "INT64", "BOOL", "UINT8", "NOPE"]),
+       data=st.lists(st.one_of(st.floats(allow_nan=True), st.integers(), st.text(max_size=3), st.none()), max_size=12))
+def test_no_input_ever_causes_a_server_error(server: ServerProcess, shape: list[int], dtype: str, data: list) -> None:
+    body = json.dumps({"inputs": [{"name": "x", "shape": shape, "datatype": dtype, "data": data}]})  # NaN allowed
+    resp = httpx.post(server.infer_url, content=body.encode())
+    assert resp.status_code in (200, 400), resp.text
+    assert resp.status_code == 200 or "error" in resp.json()
+
+
+def test_header_length_must_be_a_number(server: ServerProcess) -> None:
+    resp = httpx.post(server.infer_url, content=b"{}", headers={"Inference-Header-Content-Length": "abc"})
+    assert resp.status_code == 400
+
+
+def test_struct_packed_fp32_matches(server: ServerProcess) -> None:
+    data = struct.pack("<4f", 1, 2, 3, 4)
+    head = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 16}}]}).encode()
+    resp = httpx.post(server.infer_url, content=head + data, headers={"Inference-Header-Content-Length": str(len(head))})
+    assert resp.status_code == 200
+    np.testing.assert_allclose(resp.json()["outputs"][0]["data"], expected([[1, 2, 3, 4]]).reshape(-1), rtol=1e-6)
