@@ -149,6 +149,10 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
         gates = evaluate_gates(ctx, md, mv, observed)
         action = parse_action((body["metadata"].get("annotations") or {}).get(ANNOTATION_ACTION))
         decision = decide(md, observed, replicas, mv.status.digest, gates, action, now())
+        analysis = md.spec.strategy.canary.analysis if md.spec.strategy.canary else None
+        if analysis is not None and decision.rollout and decision.rollout.get("version"):
+            # gates are re-read every interval while a canary runs
+            decision.requeue = min(decision.requeue or analysis.interval_seconds, analysis.interval_seconds)
         Applier(ctx, md, mv, deps, hpas).apply(decision)
         if decision.replicas != {v: o.replicas for v, o in observed.items()}:
             deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)

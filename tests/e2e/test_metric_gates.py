@@ -1,0 +1,140 @@
+"""Metric gates read from a real Prometheus scraping real runtime-server processes on loopback."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.e2e.conftest import ModelStore, OperatorProcess
+from tests.e2e.test_operator_core import condition, get, model_deployment, model_version, wait_mv_phase, wait_ready
+from tests.e2e.test_rollouts import replicas_by_version
+from tests.models import make_model
+from tests.runtime.conftest import ServerProcess, free_port, model_dir
+
+pytestmark = [pytest.mark.cluster]
+GATED = {"type": "Canary", "canary": {
+    "steps": [{"weight": 50, "pause": "20s"}, {"weight": 100}],
+    "analysis": {"latencyP99Ms": 150, "successRate": 0.95, "intervalSeconds": 5}}}
+
+
+class Prometheus:
+    def __init__(self, root: Path, targets: list[str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = root / "prometheus.yml"
+        config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                          "scrape_configs:\n- job_name: onnx-server\n  static_configs:\n"
+                          f"  - targets: {targets!r}\n")
+        self.proc = subprocess.Popen(
+            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=(root / "prometheus.log").open("wb"), stderr=subprocess.STDOUT)
+        wait_for("prometheus ready", lambda: httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200,
+                 timeout=60)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+class Traffic:
+    """Steady inference requests to each server until stopped (bounded in time)."""
+
+    def __init__(self, servers: list[ServerProcess], limit_seconds: float = 240) -> None:
+        self.stop_at = time.monotonic() + limit_seconds
+        self.running = True
+        self.threads = [threading.Thread(target=self._loop, args=(s,), daemon=True) for s in servers]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self, srv: ServerProcess) -> None:
+        body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        with httpx.Client(timeout=10) as client:
+            while self.running and time.monotonic() < self.stop_at:
+                client.post(srv.infer_url, json=body)
+                time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.running = False
+        for t in self.threads:
+            t.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    """Stable 1.0.0 (fast), canary 2.0.0 (fast), canary 3.0.0 (slowed by a 400 ms batching delay)."""
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is not installed: `make deps` installs the Debian package")
+    root = tmp_path_factory.mktemp("gates")
+    data = make_model()
+    servers = {
+        "1.0.0": ServerProcess(model_dir(root / "s1", data), version="1.0.0"),
+        "2.0.0": ServerProcess(model_dir(root / "s2", data), version="2.0.0"),
+        "3.0.0": ServerProcess(model_dir(root / "s3", data), "--max-batch-size", "8", "--max-delay-ms", "400",
+                               version="3.0.0"),
+    }
+    prom = Prometheus(root, [f"127.0.0.1:{s.port}" for s in servers.values()])
+    traffic = Traffic(list(servers.values()))
+    wait_for("latency data in prometheus", lambda: httpx.get(f"{prom.url}/api/v1/query", params={
+        "query": 'sum(rate(onnx_server_requests_total{version="3.0.0"}[1m]))'}).json()["data"]["result"], timeout=60)
+    yield {"prometheus": prom, "servers": servers}
+    traffic.stop()
+    prom.stop()
+    for s in servers.values():
+        s.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path, fleet: dict[str, object],
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    prom = fleet["prometheus"]
+    assert isinstance(prom, Prometheus)
+    op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log",
+                         ("--prometheus-url", prom.url))
+    op.start()
+    yield op
+    op.stop()
+
+
+def rollout_to(cluster: ClusterHandle, ns: str, models: ModelStore, version: str) -> None:
+    cluster.apply(model_version("stable", models.model(f"g-{ns}-1.onnx"), version="1.0.0"), ns)
+    cluster.apply(model_version("next", models.model(f"g-{ns}-2.onnx", scale=2.0), version=version), ns)
+    cluster.apply(model_deployment("web", "stable", replicas=2, strategy=GATED), ns)
+    wait_ready(cluster, ns, "web")
+    wait_mv_phase(cluster, ns, "next", "Ready")
+    cluster.apply(model_deployment("web", "next", replicas=2, strategy=GATED), ns)
+
+
+def test_slow_canary_is_rolled_back_by_the_latency_gate(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
+    rollout_to(cluster, namespace, models, "3.0.0")
+
+    md = wait_for("the latency gate to roll back", lambda: (lambda o: o if condition(
+        o, "RolledBack").get("status") == "True" else None)(get(cluster, "md", namespace, "web")), timeout=90)
+
+    rolled = condition(md, "RolledBack")
+    assert rolled["reason"] == "LatencyP99Ms"
+    assert "above the maximum 150" in rolled["message"]
+    assert md["status"]["servingVersion"] == "stable"
+    wait_for("stable at full size", lambda: replicas_by_version(cluster, namespace, "web") == {"stable": 2})
+
+
+def test_healthy_canary_passes_its_gates_and_completes(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
+    rollout_to(cluster, namespace, models, "2.0.0")
+
+    seen_gates = wait_for("gates evaluated", lambda: (get(cluster, "md", namespace, "web")["status"].get(
+        "rollout") or {}).get("gates"), timeout=60)
+    assert {g["name"] for g in seen_gates} == {"SuccessRate", "LatencyP99Ms"}
+    assert all(g["passed"] for g in seen_gates)
+
+    md = wait_ready(cluster, namespace, "web", timeout=120)
+    assert md["status"]["servingVersion"] == "next"
