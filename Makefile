@@ -29,7 +29,7 @@ cluster: venv ## start the local control plane (etcd, kube-apiserver, controller
 cluster-down: ## stop every process `make cluster` started and remove its state
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.cluster down; fi
 
-test: deps venv ## run the whole test suite (builds and starts the local control plane when needed)
+test: deps venv lint tools ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv ## only the pure unit tests
@@ -54,4 +54,8 @@ bench: deps venv ## benchmarks; results printed as ratios against a baseline mea
 	@if [ -f bench/runtime_bench.py ]; then $(BIN)/python bench/runtime_bench.py; fi
 
 images: deps venv ## build the runtime and operator images with buildah
-	./runtime-image/build-image.sh
+	./runtime-image/build-image.sh runtime
+	./runtime-image/build-image.sh operator
+
+tools: venv ## helm and kubeconform, built from their Go modules into .cluster/bin
+	./tests/tools/build-tools.sh

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Builds the runtime image with buildah (no Docker): a Debian base made with debootstrap when no
-# base image is given (cached), the project's wheels built on the host, then `buildah bud`.
-#   runtime-image/build-image.sh [TAG]      (default localhost/onnx-operator/runtime:0.1.0)
+# Builds an image with buildah (no Docker): a Debian base made with debootstrap when no base image
+# is given (cached), the project's wheels built on the host, then `buildah bud`.
+#   runtime-image/build-image.sh runtime|operator [TAG]
+#   (default tags localhost/onnx-operator/runtime:0.1.0 and localhost/onnx-operator/operator:0.1.0)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-tag=${1:-localhost/onnx-operator/runtime:0.1.0}
+kind=${1:?usage: build-image.sh runtime|operator [TAG]}
+case "$kind" in
+  runtime) containerfile="$repo/runtime-image/Containerfile"; extra=server ;;
+  operator) containerfile="$repo/operator/Containerfile"; extra=operator ;;
+  *) echo "unknown image kind $kind: use runtime or operator" >&2; exit 2 ;;
+esac
+tag=${2:-localhost/onnx-operator/$kind:0.1.0}
 base=${BASE_IMAGE:-localhost/onnx-operator/base:bookworm}
 cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/images
 bah=(buildah --storage-driver vfs)
@@ -35,8 +42,8 @@ if ! "${bah[@]}" inspect --type image "$base" >/dev/null 2>&1; then
 fi
 
 rm -rf "$repo/build/wheels"
-"${PYTHON:-$repo/.venv/bin/python}" -m pip wheel --quiet --wheel-dir "$repo/build/wheels" "$repo[server]"
+"${PYTHON:-$repo/.venv/bin/python}" -m pip wheel --quiet --wheel-dir "$repo/build/wheels" "$repo[$extra]" 2>/dev/null
 t0=$(date +%s)
-"${bah[@]}" bud --quiet --isolation chroot --build-arg "BASE_IMAGE=$base" -f "$repo/runtime-image/Containerfile" \
+"${bah[@]}" bud --quiet --isolation chroot --build-arg "BASE_IMAGE=$base" -f "$containerfile" \
   -t "$tag" "$repo" >/dev/null
 echo "built $tag in $(( $(date +%s) - t0 ))s"

@@ -24,6 +24,7 @@ class OperatorConfig(BaseModel):
     resync_seconds: float = Field(300, ge=5, description="Safety-net re-reconcile interval per object.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     liveness_port: int | None = Field(None, ge=1, le=65535, description="Serve kopf's /healthz here.")
+    metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus /metrics here.")
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from onnx_operator.config import ConfigError, OperatorConfig, load_config
 from onnx_operator.handlers import register
 from onnx_operator.handlers.context import Context
 from onnx_operator.kube import Kube
+from onnx_operator.metrics import serve_metrics
 
 
 class JsonFormatter(logging.Formatter):
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, Context(kube=kube, config=config))
     liveness = f"http://0.0.0.0:{config.liveness_port}/healthz" if config.liveness_port else None
+    if config.metrics_port:
+        serve_metrics(config.metrics_port)
     asyncio.run(kopf.operator(
         registry=registry,
         standalone=True,

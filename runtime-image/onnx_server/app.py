@@ -6,6 +6,7 @@ import contextlib
 import time
 import zlib
 from collections.abc import AsyncIterator
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

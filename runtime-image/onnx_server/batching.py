@@ -6,7 +6,6 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -76,7 +75,7 @@ class Batcher:
                 feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
                 merged = await asyncio.to_thread(self.run, feeds, batch[0].outputs)
                 results = self._split(merged, batch, rows)
-        except Exception as exc:  # noqa: BLE001 - every caller of the batch gets the error
+        except Exception as exc:
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(exc)

@@ -61,7 +61,8 @@ class DataPlane:
     def metadata(self) -> dict[str, Any]:
         if self.model is None:
             raise NotReady("the model is still loading")
-        describe = lambda ts: [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in ts]  # noqa: E731
+        def describe(ts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in ts]
         return {"name": self.settings.name, "versions": [self.settings.version], "platform": "onnxruntime_onnx",
                 "inputs": describe(self.model.inputs), "outputs": describe(self.model.outputs)}
 

@@ -24,7 +24,7 @@ def check_external_data(model_path: Path) -> None:
     """Refuses external-data locations that are absolute, contain '..' or resolve outside the folder."""
     try:
         proto = onnx.load(str(model_path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a model"
+    except Exception as exc:
         raise InvalidModel(f"{model_path.name} is not a valid ONNX file: {exc}") from exc
     root = model_path.parent.resolve()
     tensors = list(proto.graph.initializer)
@@ -53,7 +53,7 @@ def load_session(model_path: Path, threads: int | None = None) -> ort.InferenceS
         options.intra_op_num_threads = threads
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises several unrelated types
+    except Exception as exc:
         raise InvalidModel(f"onnxruntime cannot load {model_path.name}: {exc}") from exc
 
 
@@ -84,7 +84,7 @@ class LoadedModel:
         names = outputs or [o["name"] for o in self.outputs]
         try:
             values = self.session.run(names, feeds)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises for bad values (e.g. index out of range)
+        except Exception as exc:
             from onnx_server.errors import BadRequest
 
             raise BadRequest(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from exc
@@ -94,7 +94,7 @@ class LoadedModel:
         """Generated inputs: dynamic dimensions become 1, values are zeros."""
         from onnx_server.protocol import NUMPY
 
-        feeds = {}
+        feeds: dict[str, Any] = {}
         for t in self.inputs:
             shape = [1 if d == -1 else d for d in t["shape"]]
             feeds[t["name"]] = self._np.zeros(shape, dtype=NUMPY.get(t["dtype"], self._np.float32))

@@ -27,7 +27,7 @@ def wait_for(what: str, probe: Callable[[], T], timeout: float = 60, interval: f
             if value:
                 return value
             last = value
-        except Exception as exc:  # noqa: BLE001 - reported if the wait times out
+        except Exception as exc:
             last = exc
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")

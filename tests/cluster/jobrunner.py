@@ -145,7 +145,7 @@ def serve(kubeconfig: str, work_dir: Path) -> None:
                 if event["type"] in ("ADDED", "MODIFIED") and should_run(pod) and pod.metadata.uid not in started:
                     started.add(pod.metadata.uid)
                     threading.Thread(target=run_pod, args=(api, pod, work_dir), daemon=True).start()
-        except Exception as exc:  # noqa: BLE001 - a broken watch is restarted
+        except Exception as exc:
             LOG.warning("watch restarted: %s", exc)
 
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -81,7 +82,7 @@ def wait_until(what: str, check: Callable[[], bool], timeout: float, proc_pid: i
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - any failure just means "not yet"
+        except Exception:
             pass
         time.sleep(0.25)
     raise TimeoutError(f"{what} not ready within {timeout:.0f}s; see .cluster/logs/")
@@ -131,7 +132,7 @@ class Cluster:
             return False
         try:
             return https_ok(f"{state['server']}/readyz", self.paths)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
 
     # ---- lifecycle ---------------------------------------------------------------------
@@ -325,10 +326,8 @@ def stop_pid(pid: int, name: str, timeout: float = 15) -> None:
         time.sleep(0.1)
     if pid_alive(pid):
         log(f"{name} ({pid}) did not stop on SIGTERM: killing")
-        try:
+        with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 AUDIT_POLICY = """\

@@ -14,13 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.models import make_model
 
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_USER = "onnx-operator"
 RUNTIME_IMAGE = "onnx-operator/runtime:e2e"
+# every e2e test runs the operator as the chart's ServiceAccount, so a missing RBAC rule fails a test
+OPERATOR_NAMESPACE = "onnx-operator"
+OPERATOR_SA = "onnx-operator"
+OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +73,25 @@ class OperatorProcess:
 
 
 @pytest.fixture(scope="session")
-def operator_kubeconfig(cluster: ClusterHandle) -> Path:
-    return cluster.user_kubeconfig(OPERATOR_USER, ("system:masters",))
+def operator_kubeconfig(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A token kubeconfig for the chart's ServiceAccount, bound to exactly the chart's RBAC."""
+    bin_dir = Path(cluster.kubectl_bin).parent
+    subprocess.run([str(REPO / "tests/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
+    rbac = subprocess.run(
+        [str(bin_dir / "helm"), "template", "onnx-operator", str(REPO / "charts/onnx-operator"),
+         "-n", OPERATOR_NAMESPACE, "--kube-version", "1.36.0", "--show-only", "templates/serviceaccount.yaml",
+         "--show-only", "templates/clusterrole.yaml", "--show-only", "templates/clusterrolebinding.yaml"],
+        capture_output=True, text=True, check=True).stdout
+    if not cluster.kubectl("get", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "-o", "name"):
+        cluster.create_namespace(OPERATOR_NAMESPACE)
+    cluster.apply(rbac, OPERATOR_NAMESPACE)
+    token = cluster.kubectl("create", "token", OPERATOR_SA, "-n", OPERATOR_NAMESPACE, "--duration=12h").strip()
+    config = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    config["users"] = [{"name": OPERATOR_SA, "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = OPERATOR_SA
+    path = tmp_path_factory.mktemp("operator-identity") / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 @pytest.fixture(scope="module")

@@ -114,7 +114,8 @@ spec:
 def widget_crd(cluster: ClusterHandle) -> str:
     cluster.apply(CRD)
     cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.test.onnx-operator.io", "--timeout=60s")
-    wait_for("widgets served", lambda: "widgets" in cluster.kubectl("api-resources", "--api-group=test.onnx-operator.io"))
+    wait_for("widgets served",
+             lambda: "widgets" in cluster.kubectl("api-resources", "--api-group=test.onnx-operator.io"))
     return "widgets.test.onnx-operator.io"
 
 
@@ -124,7 +125,7 @@ def widget(name: str, lo: int, hi: int) -> str:
 
 
 def test_cel_rule_rejects_bad_object_with_its_message(cluster: ClusterHandle, namespace: str, widget_crd: str) -> None:
-    with pytest.raises(RuntimeError, match="spec.min must be less than or equal to spec.max"):
+    with pytest.raises(RuntimeError, match=r"spec\.min must be less than or equal to spec\.max"):
         cluster.apply(widget("bad", 5, 1), namespace)
     assert cluster.kubectl("get", "widgets", "-n", namespace, "-o", "name") == ""
 

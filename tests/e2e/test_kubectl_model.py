@@ -11,8 +11,7 @@ import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore
-from tests.e2e.test_operator_core import get, model_deployment, model_version, wait_mv_phase, wait_ready
-from tests.e2e.test_rollouts import rollout
+from tests.e2e.helpers import get, model_deployment, model_version, rollout, wait_mv_phase, wait_ready, wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 STEPS = {"type": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 100}]}}
@@ -70,8 +69,8 @@ def test_pause_resume_and_abort(cluster: ClusterHandle, canary_in_progress: str)
 
     assert kubectl_model(cluster, "abort", "web", "-n", ns).returncode == 0
 
-    md = wait_for("aborted", lambda: (lambda o: o if (o["status"].get("rollout") or {}).get("blockedVersion") else None)(
-        get(cluster, "md", ns, "web")))
+    md = wait_until(cluster, "md", ns, "web", "aborted",
+                    lambda o: (o["status"].get("rollout") or {}).get("blockedVersion"))
     assert md["status"]["servingVersion"] == "v1" and md["status"]["history"][-1]["result"] == "Aborted"
     nothing = kubectl_model(cluster, "promote", "web", "-n", ns)
     assert nothing.returncode == 1 and "no rollout in progress" in nothing.stderr

@@ -14,8 +14,16 @@ import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore, OperatorProcess
-from tests.e2e.test_operator_core import condition, get, model_deployment, model_version, wait_mv_phase, wait_ready
-from tests.e2e.test_rollouts import replicas_by_version
+from tests.e2e.helpers import (
+    condition,
+    get,
+    model_deployment,
+    model_version,
+    replicas_by_version,
+    wait_condition,
+    wait_mv_phase,
+    wait_ready,
+)
 from tests.models import make_model
 from tests.runtime.conftest import ServerProcess, free_port, model_dir
 
@@ -117,8 +125,7 @@ def test_slow_canary_is_rolled_back_by_the_latency_gate(
         cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
     rollout_to(cluster, namespace, models, "3.0.0")
 
-    md = wait_for("the latency gate to roll back", lambda: (lambda o: o if condition(
-        o, "RolledBack").get("status") == "True" else None)(get(cluster, "md", namespace, "web")), timeout=90)
+    md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=90)
 
     rolled = condition(md, "RolledBack")
     assert rolled["reason"] == "LatencyP99Ms"

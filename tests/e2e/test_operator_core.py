@@ -12,51 +12,20 @@ import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import OPERATOR_USER, Artifact, ModelStore, OperatorProcess
+from tests.e2e.helpers import (
+    MD_LABEL,
+    condition,
+    get,
+    model_deployment,
+    model_version,
+    serving_deployments,
+    wait_condition,
+    wait_mv_phase,
+    wait_ready,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
-
-GROUP = "serving.onnx-operator.io/v1alpha1"
-MD_LABEL = "serving.onnx-operator.io/deployment"
-
-
-def model_version(name: str, art: Artifact, version: str = "1.0.0") -> str:
-    return json.dumps({
-        "apiVersion": GROUP, "kind": "ModelVersion", "metadata": {"name": name},
-        "spec": {"model": "linear", "version": version, "source": {"uri": art.uri, "sha256": art.sha256}},
-    })
-
-
-def model_deployment(name: str, mv: str, replicas: int = 2, **spec: Any) -> str:
-    return json.dumps({
-        "apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": name},
-        "spec": {"modelVersion": mv, "replicas": replicas, **spec},
-    })
-
-
-def get(cluster: ClusterHandle, kind: str, ns: str, name: str) -> dict[str, Any]:
-    return dict(cluster.kubectl_json("get", kind, name, "-n", ns))
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
-
-
-def serving_deployments(cluster: ClusterHandle, ns: str, md: str) -> list[dict[str, Any]]:
-    return list(cluster.kubectl_json("get", "deployments", "-n", ns, "-l", f"{MD_LABEL}={md}")["items"])
-
-
-def wait_ready(cluster: ClusterHandle, ns: str, md: str, timeout: float = 120) -> dict[str, Any]:
-    def ready() -> dict[str, Any] | None:
-        obj = get(cluster, "md", ns, md)
-        fresh = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if fresh and condition(obj, "Ready").get("status") == "True" else None
-    return wait_for(f"md/{md} Ready", ready, timeout=timeout)
-
-
-def wait_mv_phase(cluster: ClusterHandle, ns: str, mv: str, phase: str, timeout: float = 120) -> dict[str, Any]:
-    return wait_for(f"mv/{mv} {phase}", lambda: (lambda o: o if o.get("status", {}).get("phase") == phase else None)(
-        get(cluster, "mv", ns, mv)), timeout=timeout)
-
 
 def test_model_version_is_verified_in_cluster(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
     art = models.model("verified.onnx")
@@ -80,8 +49,7 @@ def test_checksum_mismatch_fails_closed(cluster: ClusterHandle, namespace: str, 
 
     mv = wait_mv_phase(cluster, namespace, "bad", "Failed")
     assert condition(mv, "Verified")["reason"] == "ChecksumMismatch"
-    md = wait_for("md Degraded", lambda: (lambda o: o if condition(o, "Degraded").get("status") == "True" else None)(
-        get(cluster, "md", namespace, "web")))
+    md = wait_condition(cluster, namespace, "web", "Degraded")
     assert condition(md, "Ready")["status"] == "False"
     assert serving_deployments(cluster, namespace, "web") == []
 
@@ -117,9 +85,8 @@ def test_scale_subresource_scales_serving_pods(cluster: ClusterHandle, namespace
 
     cluster.kubectl("scale", "md/web", "--replicas=4", "-n", namespace)
 
-    md = wait_for("4 ready", lambda: (lambda o: o if o["status"].get("readyReplicas") == 4
-                                      and condition(o, "Ready").get("status") == "True" else None)(
-        get(cluster, "md", namespace, "web")))
+    md = wait_until(cluster, "md", namespace, "web", "4 ready", lambda o: o["status"].get("readyReplicas") == 4
+                    and condition(o, "Ready").get("status") == "True")
     assert md["spec"]["replicas"] == 4
 
 
@@ -161,8 +128,7 @@ def test_missing_version_degrades_and_leaves_serving_untouched(
 
     cluster.apply(model_deployment("web", "does-not-exist", replicas=2), namespace)
 
-    md = wait_for("Degraded", lambda: (lambda o: o if condition(o, "Degraded").get("status") == "True" else None)(
-        get(cluster, "md", namespace, "web")))
+    md = wait_condition(cluster, namespace, "web", "Degraded")
     assert condition(md, "Degraded")["reason"] == "ModelVersionNotFound"
     assert "does-not-exist" in condition(md, "Degraded")["message"]
     assert md["status"]["servingVersion"] == "v1"
@@ -281,3 +247,23 @@ def test_phase_changes_emit_events(cluster: ClusterHandle, namespace: str, model
     mv_reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "ModelVersion"}
     assert "ReplicasReady" in md_reasons
     assert "Verified" in mv_reasons
+
+
+def test_the_charts_rbac_is_enough_for_the_operator(cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
+    cluster.apply(model_version("v1", models.model("rbac-1.onnx")), namespace)
+    cluster.apply(model_version("v2", models.model("rbac-2.onnx", scale=2.0), version="2.0.0"), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=2, autoscaling={"minReplicas": 2, "maxReplicas": 3}),
+                  namespace)
+    wait_ready(cluster, namespace, "web")
+    wait_mv_phase(cluster, namespace, "v2", "Ready")
+
+    cluster.apply(model_deployment("web", "v2", replicas=2), namespace)
+    wait_until(cluster, "md", namespace, "web", "v2 serving", lambda o: o["status"].get("servingVersion") == "v2"
+               and condition(o, "Ready").get("status") == "True")
+
+    calls = [e for e in cluster.audit_events() if e.get("user", {}).get("username") == OPERATOR_USER
+             and e.get("objectRef", {}).get("namespace") == namespace]
+    assert calls, "the operator runs as the chart's ServiceAccount"
+    forbidden = [(e["verb"], e["objectRef"].get("resource"), e["responseStatus"].get("message"))
+                 for e in calls if e.get("responseStatus", {}).get("code") == 403]
+    assert forbidden == []

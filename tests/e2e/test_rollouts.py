@@ -3,42 +3,32 @@ operator crashes mid-rollout."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import signal
 import time
-import uuid
-from typing import Any
 
 import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore, OperatorProcess
-from tests.e2e.test_operator_core import (
+from tests.e2e.helpers import (
+    act,
     condition,
     get,
     model_deployment,
     model_version,
+    replicas_by_version,
+    rollout,
     serving_deployments,
+    wait_condition,
     wait_mv_phase,
     wait_ready,
+    wait_until,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
-ACTION = "serving.onnx-operator.io/action"
 CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50}, {"weight": 100}]}}
-
-
-def replicas_by_version(cluster: ClusterHandle, ns: str, md: str) -> dict[str, int]:
-    return {d["metadata"]["labels"]["serving.onnx-operator.io/version"]: d["spec"].get("replicas", 0)
-            for d in serving_deployments(cluster, ns, md)}
-
-
-def act(cluster: ClusterHandle, ns: str, md: str, verb: str) -> None:
-    cluster.kubectl("annotate", "md", md, "-n", ns, f"{ACTION}={verb}@{uuid.uuid4().hex[:8]}", "--overwrite")
-
-
-def rollout(cluster: ClusterHandle, ns: str, md: str) -> dict[str, Any]:
-    return dict(get(cluster, "md", ns, md)["status"].get("rollout") or {})
 
 
 def two_versions(cluster: ClusterHandle, ns: str, models: ModelStore, name: str) -> None:
@@ -58,8 +48,8 @@ def test_canary_walks_its_steps_and_waits_for_promotion(
     wait_for("step 1 at 25%", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 3, "v2": 1})
     wait_for("step 2 at 50% after the pause", lambda: rollout(cluster, namespace, "web").get("stepIndex") == 1)
     wait_for("the 50% split", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2, "v2": 2})
-    md = wait_for("paused for promotion", lambda: (lambda o: o if o["status"].get("phase") == "Paused" else None)(
-        get(cluster, "md", namespace, "web")))
+    md = wait_until(cluster, "md", namespace, "web", "paused for promotion",
+                    lambda o: o["status"].get("phase") == "Paused")
     assert md["status"]["servingVersion"] == "v1"
     time.sleep(3)
     assert rollout(cluster, namespace, "web").get("stepIndex") == 1, "a step without pause waits for promote"
@@ -83,8 +73,7 @@ def test_canary_that_never_becomes_ready_is_rolled_back(
     cluster.apply(model_deployment("web", "v2", **base, podAnnotations={"kwok.onnx-operator.io/fail": "not-ready"}),
                   namespace)
 
-    md = wait_for("the rollback", lambda: (lambda o: o if condition(o, "RolledBack").get("status") == "True" else None)(
-        get(cluster, "md", namespace, "web")), timeout=90)
+    md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=90)
     status = md["status"]
     assert condition(md, "RolledBack")["reason"] == "ProgressDeadlineExceeded"
     assert condition(md, "Degraded")["status"] == "True"
@@ -156,4 +145,4 @@ def test_canary_survives_operator_kills_at_random_moments(
     assert replicas_by_version(cluster, namespace, "web") == {"v2": 5}
     wait_for("the rollout state cleared", lambda: "version" not in rollout(cluster, namespace, "web"))
     assert get(cluster, "md", namespace, "web")["status"]["history"][-1]["result"] == "Succeeded"
-    assert seen and all(a <= b for a, b in zip(seen, seen[1:], strict=False)), f"step went back: {seen}"
+    assert seen and all(a <= b for a, b in itertools.pairwise(seen)), f"step went back: {seen}"

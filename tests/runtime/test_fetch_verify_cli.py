@@ -76,7 +76,7 @@ def test_pvc_file_inside_the_claim_is_fetched(tmp_path: Path, model_file: tuple[
     root = tmp_path / "pvc"
     (root / "claim" / "iris").mkdir(parents=True)
     (root / "claim" / "iris" / "m.onnx").write_bytes(path.read_bytes())
-    code, out = run("fetch", "--uri", "pvc://claim/iris/m.onnx", "--sha256", sha, "--dest", str(tmp_path / "d"),
+    code, _ = run("fetch", "--uri", "pvc://claim/iris/m.onnx", "--sha256", sha, "--dest", str(tmp_path / "d"),
                     "--pvc-root", str(root))
     assert code == 0 and (tmp_path / "d" / "model.onnx").read_bytes() == path.read_bytes()
 

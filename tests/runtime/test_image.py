@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-
 from onnx_operator.api import parse_model_deployment, parse_model_version
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.serving import serve_args
+
 from tests.cluster.harness import wait_for
 from tests.models import make_model
 from tests.runtime.conftest import free_port
@@ -31,7 +31,7 @@ BUILDAH = ["buildah", "--storage-driver", "vfs"]
 def image() -> str:
     if shutil.which("buildah") is None or shutil.which("debootstrap") is None:
         pytest.fail("buildah and debootstrap are needed: `make deps` installs them")
-    subprocess.run([str(REPO / "runtime-image/build-image.sh"), TAG], check=True, timeout=1800)
+    subprocess.run([str(REPO / "runtime-image/build-image.sh"), "runtime", TAG], check=True, timeout=1800)
     return TAG
 
 

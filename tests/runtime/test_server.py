@@ -142,7 +142,8 @@ def test_concurrent_requests_are_batched_and_answered_correctly(batching_server:
     results: dict[int, list[float]] = {}
 
     def call(i: int) -> None:
-        results[i] = httpx.post(batching_server.infer_url, json=infer_json(rows[i]), timeout=30).json()["outputs"][0]["data"]
+        resp = httpx.post(batching_server.infer_url, json=infer_json(rows[i]), timeout=30)
+        results[i] = resp.json()["outputs"][0]["data"]
     threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
     for t in threads:
         t.start()
@@ -204,6 +205,7 @@ def test_struct_packed_fp32_matches(server: ServerProcess) -> None:
     data = struct.pack("<4f", 1, 2, 3, 4)
     head = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                                    "parameters": {"binary_data_size": 16}}]}).encode()
-    resp = httpx.post(server.infer_url, content=head + data, headers={"Inference-Header-Content-Length": str(len(head))})
+    resp = httpx.post(server.infer_url, content=head + data,
+                      headers={"Inference-Header-Content-Length": str(len(head))})
     assert resp.status_code == 200
     np.testing.assert_allclose(resp.json()["outputs"][0]["data"], expected([[1, 2, 3, 4]]).reshape(-1), rtol=1e-6)

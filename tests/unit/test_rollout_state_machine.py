@@ -101,7 +101,8 @@ def test_abort_returns_all_traffic_to_stable() -> None:
 
 def test_pause_holds_the_step_until_resumed() -> None:
     state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "startedAt": T0}
-    paused = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [], ("pause", "pause@1"), T5M)
+    paused = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [],
+                    ("pause", "pause@1"), T5M)
     assert paused.rollout["paused"] and paused.rollout["stepIndex"] == 0
     resumed = decide(md({"servingVersion": "v1", "rollout": paused.rollout}), obs(v1=9, v2=1), 10, None, [],
                      ("resume", "resume@2"), T5M)
@@ -122,7 +123,8 @@ def test_blue_green_previews_then_switches_on_promotion_and_keeps_old_warm() -> 
 
 def test_spec_change_mid_rollout_supersedes_it() -> None:
     state = {"version": "v2", "from": "v1", "stepIndex": 1, "stepStartedAt": T0, "startedAt": T0}
-    d = decide(md({"servingVersion": "v1", "rollout": state}, modelVersion="v3"), obs(v1=5, v2=5), 10, None, [], None, T1)
+    d = decide(md({"servingVersion": "v1", "rollout": state}, modelVersion="v3"), obs(v1=5, v2=5), 10, None, [],
+               None, T1)
     assert d.history[-1]["result"] == "Superseded" and d.rollout["version"] == "v3"
     assert "v2" not in d.replicas
 

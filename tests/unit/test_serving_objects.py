@@ -1,7 +1,6 @@
 from typing import Any
 
 import pytest
-
 from onnx_operator.api import InvalidSpec, parse_model_deployment, parse_model_version
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.names import bounded_name, deployment_name
@@ -45,7 +44,8 @@ def test_serving_pod_meets_pod_security_restricted_with_read_only_root() -> None
 
 def test_runtime_overrides_of_the_deployment_win_over_version_defaults() -> None:
     dep = desired_deployment(md(runtime={"threads": 4}),
-                             mv(runtime={"threads": 1, "batching": {"maxBatchSize": 8, "maxDelayMs": 3}, "warmup": False}),
+                             mv(runtime={"threads": 1, "batching": {"maxBatchSize": 8, "maxDelayMs": 3},
+                                         "warmup": False}),
                              CONFIG, 1)
     args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args[args.index("--threads") + 1] == "4"

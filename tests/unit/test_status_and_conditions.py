@@ -1,5 +1,4 @@
 import pytest
-
 from onnx_operator.api import parse_model_deployment, set_condition
 from onnx_operator.config import ConfigError, load_config
 from onnx_operator.rollout.progressive import Decision
@@ -44,7 +43,8 @@ def test_a_version_missing_from_the_cluster_is_not_reported_as_serving() -> None
 
 
 def test_rollback_degrades_and_records_the_reason() -> None:
-    decision = Decision(replicas={"v1": 3}, active=None, serving="v1", rolled_back=("ProgressDeadlineExceeded", "v2 0/1"))
+    decision = Decision(replicas={"v1": 3}, active=None, serving="v1",
+                        rolled_back=("ProgressDeadlineExceeded", "v2 0/1"))
     status = compute_status(md(), [Observed("v1", 3, 3)], 3, None, decision, "s", "u", "T")
     conds = {c.type: c for c in status.conditions}
     assert status.phase == "Degraded" and conds["RolledBack"].status == "True"

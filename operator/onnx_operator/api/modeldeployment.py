@@ -158,4 +158,4 @@ class ModelDeployment(ApiModel):
 
     @property
     def generation(self) -> int:
-        return int(self.metadata.get("generation", 0))  # type: ignore[call-overload]
+        return int(str(self.metadata.get("generation", 0)))

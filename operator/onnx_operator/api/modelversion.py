@@ -43,7 +43,8 @@ class Batching(ApiModel):
 
 class RuntimeSettings(ApiModel):
     threads: int | None = Field(None, ge=1, le=64, description="onnxruntime intra-op threads.")
-    batching: Batching | None = Field(None, description="Dynamic batching; only for models with a dynamic batch dimension.")
+    batching: Batching | None = Field(
+        None, description="Dynamic batching; only for models with a dynamic batch dimension.")
     warmup: bool | None = Field(None, description="Run a generated input before reporting ready (default true).")
 
 

@@ -47,7 +47,7 @@ def render_status(md: dict[str, Any]) -> list[str]:
         rows = [["VERSION", "REPLICAS", "READY", "WEIGHT"]] + [
             [v["name"], str(v.get("replicas", 0)), f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}",
              f"{v.get('weight', 0)}%"] for v in versions]
-        lines += [""] + _table(rows)
+        lines += ["", *_table(rows)]
     gates = rollout.get("gates") or []
     if gates:
         lines += ["", "gates:"]

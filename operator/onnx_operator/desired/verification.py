@@ -10,7 +10,13 @@ from onnx_operator.api import ModelVersion, Signature
 from onnx_operator.api import conditions as reasons
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
-from onnx_operator.desired.names import LABEL_COMPONENT, LABEL_MANAGED_BY, LABEL_MODEL_VERSION, MANAGED_BY, verify_job_name
+from onnx_operator.desired.names import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_MODEL_VERSION,
+    MANAGED_BY,
+    verify_job_name,
+)
 
 WORK_DIR = "/work"
 TERMINATION_LOG = "/dev/termination-log"
@@ -101,6 +107,8 @@ def signature_mismatch(expected: Signature | None, found: Signature | None) -> s
             h = have[name]
             if t.dtype != h.dtype:
                 return f"spec.signature.{side}[{name}].dtype: declared {t.dtype}, model has {h.dtype}"
-            if len(t.shape) != len(h.shape) or any(a != b and -1 not in (a, b) for a, b in zip(t.shape, h.shape, strict=True)):
+            fits = len(t.shape) == len(h.shape) and all(
+                a == b or -1 in (a, b) for a, b in zip(t.shape, h.shape, strict=True))
+            if not fits:
                 return f"spec.signature.{side}[{name}].shape: declared {t.shape}, model has {h.shape}"
     return None

@@ -48,34 +48,41 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
         settings.persistence.finalizer = f"{GROUP}/finalizer"
 
     @kopf.index(GROUP, VERSION, "modeldeployments", registry=registry, id="by_model_version")
-    def by_model_version(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
-        return {(namespace, str(spec.get("modelVersion"))): name}
+    def by_model_version(*, namespace: str | None, name: str, spec: kopf.Spec,
+                         **_: Any) -> dict[tuple[str, str], str]:
+        return {(namespace or "", str(spec.get("modelVersion"))): name}
 
     @kopf.on.event(GROUP, VERSION, "modeldeployments", registry=registry)
-    async def model_deployment_event(type: str | None, namespace: str, name: str, **_: Any) -> None:
+    async def model_deployment_event(*, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        if namespace is None:
+            return
         if type == "DELETED":
             loop.forget("md", namespace, name)
             return
         await loop.request("md", namespace, name)
 
     @kopf.on.event(GROUP, VERSION, "modelversions", registry=registry)
-    async def model_version_event(type: str | None, namespace: str, name: str,
-                                  by_model_version: kopf.Index[tuple[str, str], str], **_: Any) -> None:
+    async def model_version_event(*, type: str, namespace: str | None, name: str, **kwargs: Any) -> None:
+        index: kopf.Index[tuple[str, str], str] = kwargs["by_model_version"]
+        if namespace is None:
+            return
         if type == "DELETED":
             loop.forget("mv", namespace, name)
         else:
             await loop.request("mv", namespace, name)
-        for md in list(by_model_version.get((namespace, name), [])):
+        for md in list(index.get((namespace, name), [])):
             await loop.request("md", namespace, md)
 
     @kopf.on.event("apps", "v1", "deployments", registry=registry,
                    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "serving"})
-    async def serving_deployment_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
-        await loop.request("md", namespace, labels[LABEL_DEPLOYMENT])
+    async def serving_deployment_event(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+        if namespace is not None:
+            await loop.request("md", namespace, labels[LABEL_DEPLOYMENT])
 
     @kopf.on.event("batch", "v1", "jobs", registry=registry,
                    labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "verify"})
-    async def verify_job_event(namespace: str, labels: kopf.Labels, **_: Any) -> None:
-        await loop.request("mv", namespace, labels[LABEL_MODEL_VERSION])
+    async def verify_job_event(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+        if namespace is not None:
+            await loop.request("mv", namespace, labels[LABEL_MODEL_VERSION])
 
     return loop

@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onnx_operator.metrics import RECONCILE_SECONDS, RECONCILES
+
 LOG = logging.getLogger(__name__)
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
@@ -44,12 +46,16 @@ class ReconcileLoop:
 
     async def _run_once(self, key: Key) -> float | None:
         kind, namespace, name = key
-        try:
-            return await asyncio.to_thread(self.reconcilers[kind], namespace, name)
-        except Exception:
-            LOG.exception("Reconcile of %s %s/%s failed; retrying in %.0fs", kind, namespace, name,
-                          self.error_backoff)
-            return self.error_backoff
+        with RECONCILE_SECONDS.labels(kind).time():
+            try:
+                delay = await asyncio.to_thread(self.reconcilers[kind], namespace, name)
+            except Exception:
+                RECONCILES.labels(kind, "error").inc()
+                LOG.exception("Reconcile of %s %s/%s failed; retrying in %.0fs", kind, namespace, name,
+                              self.error_backoff)
+                return self.error_backoff
+        RECONCILES.labels(kind, "ok").inc()
+        return delay
 
     def _schedule(self, key: Key, delay: float) -> None:
         old = self._timers.pop(key, None)

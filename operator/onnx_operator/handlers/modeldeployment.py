@@ -5,9 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from onnx_operator.api import API_VERSION, InvalidSpec, ModelDeployment, ModelVersion
+from onnx_operator.api import (
+    API_VERSION,
+    InvalidSpec,
+    ModelDeployment,
+    ModelVersion,
+    parse_model_deployment,
+    parse_model_version,
+    set_condition,
+)
 from onnx_operator.api import conditions as r
-from onnx_operator.api import parse_model_deployment, parse_model_version, set_condition
 from onnx_operator.desired.names import (
     ANNOTATION_ACTION,
     LABEL_VERSION,
@@ -25,6 +32,7 @@ from onnx_operator.desired.serving import (
 )
 from onnx_operator.handlers.context import Context, live_status, now
 from onnx_operator.handlers.gates import evaluate_gates
+from onnx_operator.metrics import ROLLOUTS
 from onnx_operator.rollout.progressive import Decision, decide, parse_action
 from onnx_operator.rollout.rolling import Observed
 from onnx_operator.rollout.status import Problem, compute_status
@@ -160,6 +168,9 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     status = compute_status(md, list(observed.values()), replicas, problem, decision,
                             selector_string(labels), service_url(md), now())
     delay = _write(ctx, body, old, status.wire(), decision.events if decision else [])
+    if decision and len(decision.history) and decision.history != md.status.history:
+        last = decision.history[-1]
+        ROLLOUTS.labels(str(last.get("strategy")), str(last.get("result"))).inc()
     if decision and decision.requeue is not None:
         return min(delay or decision.requeue, decision.requeue)
     return delay
@@ -173,8 +184,8 @@ def _write(ctx: Context, body: Obj, old: Obj, new: Obj, events: list[tuple[str, 
             ctx.kube.event(body, type_, reason, message)
         if new.get("phase") != old.get("phase"):
             conds = new.get("conditions", [])
-            why = next((c for c in conds if c["type"] == "Degraded" and c["status"] == "True"), None) or next(
-                (c for c in conds if c["type"] == "Ready"), {})
+            degraded = [c for c in conds if c["type"] == "Degraded" and c["status"] == "True"]
+            why: dict[str, Any] = degraded[0] if degraded else next((c for c in conds if c["type"] == "Ready"), {})
             ctx.kube.event(body, "Warning" if new.get("phase") == "Degraded" else "Normal",
                            str(why.get("reason", new.get("phase"))), f"{new.get('phase')}: {why.get('message', '')}")
     return ctx.config.resync_seconds

@@ -83,7 +83,7 @@ def reconcile_model_version(ctx: Context, namespace: str, name: str) -> float | 
     if new != old:
         ctx.kube.patch_status(API_VERSION, KIND, namespace, name, old, new)
         if new.get("phase") != old.get("phase"):
-            verified = next((c for c in new.get("conditions", []) if c["type"] == "Verified"), {})
+            verified: dict[str, Any] = next((c for c in new.get("conditions", []) if c["type"] == "Verified"), {})
             ctx.kube.event(body, "Warning" if new["phase"] == "Failed" else "Normal",
                            verified.get("reason", new["phase"]), f"{new['phase']}: {verified.get('message', '')}")
     return None

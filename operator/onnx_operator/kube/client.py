@@ -74,7 +74,7 @@ class Kube:
         return True
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
@@ -115,5 +115,5 @@ class Kube:
         }
         try:
             self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
-        except Exception as exc:  # noqa: BLE001 - an Event is best effort, never fails a reconcile
+        except Exception as exc:
             LOG.warning("Could not record Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

@@ -78,7 +78,8 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
         "desired_version": desired,
         "serving_version": serving,
         "versions": [VersionStatus(name=o.version, replicas=o.replicas, ready_replicas=o.ready,
-                                   weight=_weight(o, observed, decision)) for o in sorted(observed, key=lambda o: o.version)],
+                                   weight=_weight(o, observed, decision))
+                     for o in sorted(observed, key=lambda o: o.version)],
         "replicas": sum(o.replicas for o in observed),
         "ready_replicas": sum(o.ready for o in observed),
         "ready_text": f"{new_ready}/{desired_replicas}",

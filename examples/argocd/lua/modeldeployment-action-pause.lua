@@ -1,0 +1,4 @@
+-- Argo CD action "pause": the annotation the operator acts on (once per resourceVersion).
+if obj.metadata.annotations == nil then obj.metadata.annotations = {} end
+obj.metadata.annotations["serving.onnx-operator.io/action"] = "pause@argocd-" .. obj.metadata.resourceVersion
+return obj

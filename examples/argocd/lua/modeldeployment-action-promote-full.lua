@@ -1,0 +1,4 @@
+-- Argo CD action "promote-full": the annotation the operator acts on (once per resourceVersion).
+if obj.metadata.annotations == nil then obj.metadata.annotations = {} end
+obj.metadata.annotations["serving.onnx-operator.io/action"] = "promote-full@argocd-" .. obj.metadata.resourceVersion
+return obj

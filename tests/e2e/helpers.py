@@ -1,0 +1,77 @@
+"""Shared e2e helpers: manifests, reads and bounded waits on our resources."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.e2e.conftest import Artifact
+
+GROUP = "serving.onnx-operator.io/v1alpha1"
+MD_LABEL = "serving.onnx-operator.io/deployment"
+ACTION = "serving.onnx-operator.io/action"
+
+
+def model_version(name: str, art: Artifact, version: str = "1.0.0") -> str:
+    return json.dumps({
+        "apiVersion": GROUP, "kind": "ModelVersion", "metadata": {"name": name},
+        "spec": {"model": "linear", "version": version, "source": {"uri": art.uri, "sha256": art.sha256}},
+    })
+
+
+def model_deployment(name: str, mv: str, replicas: int = 2, **spec: Any) -> str:
+    return json.dumps({
+        "apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": name},
+        "spec": {"modelVersion": mv, "replicas": replicas, **spec},
+    })
+
+
+def get(cluster: ClusterHandle, kind: str, ns: str, name: str) -> dict[str, Any]:
+    return dict(cluster.kubectl_json("get", kind, name, "-n", ns))
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_), {})
+
+
+def serving_deployments(cluster: ClusterHandle, ns: str, md: str) -> list[dict[str, Any]]:
+    return list(cluster.kubectl_json("get", "deployments", "-n", ns, "-l", f"{MD_LABEL}={md}")["items"])
+
+
+def wait_until(cluster: ClusterHandle, kind: str, ns: str, name: str, what: str,
+               check: Callable[[dict[str, Any]], Any], timeout: float = 120) -> dict[str, Any]:
+    """Polls the object until `check(obj)` is truthy; returns the object."""
+    def probe() -> dict[str, Any] | None:
+        obj = get(cluster, kind, ns, name)
+        return obj if check(obj) else None
+    return wait_for(f"{kind}/{name}: {what}", probe, timeout=timeout)
+
+
+def wait_ready(cluster: ClusterHandle, ns: str, md: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_until(cluster, "md", ns, md, "Ready", lambda o: o.get("status", {}).get("observedGeneration")
+                      == o["metadata"]["generation"] and condition(o, "Ready").get("status") == "True", timeout)
+
+
+def wait_condition(cluster: ClusterHandle, ns: str, md: str, type_: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_until(cluster, "md", ns, md, f"{type_}=True", lambda o: condition(o, type_).get("status") == "True",
+                      timeout)
+
+
+def wait_mv_phase(cluster: ClusterHandle, ns: str, mv: str, phase: str, timeout: float = 120) -> dict[str, Any]:
+    return wait_until(cluster, "mv", ns, mv, phase, lambda o: o.get("status", {}).get("phase") == phase, timeout)
+
+
+def replicas_by_version(cluster: ClusterHandle, ns: str, md: str) -> dict[str, int]:
+    return {d["metadata"]["labels"]["serving.onnx-operator.io/version"]: d["spec"].get("replicas", 0)
+            for d in serving_deployments(cluster, ns, md)}
+
+
+def act(cluster: ClusterHandle, ns: str, md: str, verb: str) -> None:
+    cluster.kubectl("annotate", "md", md, "-n", ns, f"{ACTION}={verb}@{uuid.uuid4().hex[:8]}", "--overwrite")
+
+
+def rollout(cluster: ClusterHandle, ns: str, md: str) -> dict[str, Any]:
+    return dict(get(cluster, "md", ns, md)["status"].get("rollout") or {})

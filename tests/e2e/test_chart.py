@@ -1,0 +1,134 @@
+"""The Helm chart with real tools: helm lint, values schema, kubeconform against this cluster's
+OpenAPI (CRDs included), checkov, and install/upgrade/uninstall into the local control plane."""
+
+from __future__ import annotations
+
+import filecmp
+import subprocess
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.tools.kube_schemas import SCHEMA_LOCATION, write_schemas
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "onnx-operator"
+ALL_OPTIONS = ["--set", "networkPolicy.enabled=true", "--set", "podDisruptionBudget.enabled=true"]
+
+
+@pytest.fixture(scope="module")
+def tools(cluster: ClusterHandle) -> Path:
+    bin_dir = Path(cluster.kubectl_bin).parent
+    subprocess.run([str(REPO / "tests/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
+    return bin_dir
+
+
+def helm(tools: Path, cluster: ClusterHandle, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([str(tools / "helm"), f"--kubeconfig={cluster.kubeconfig}", *args],
+                         capture_output=True, text=True, timeout=300, check=False)
+    if check and out.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)}: {out.stderr}")
+    return out
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    names = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    assert names == sorted(p.name for p in (CHART / "crds").glob("*.yaml"))
+    _, mismatch, errors = filecmp.cmpfiles(REPO / "crds", CHART / "crds", names, shallow=False)
+    assert mismatch == [] and errors == [], "copy crds/ into the chart (make crds does)"
+
+
+def test_helm_lint_passes(tools: Path, cluster: ClusterHandle) -> None:
+    out = helm(tools, cluster, "lint", "--strict", str(CHART), *ALL_OPTIONS)
+    assert "0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ("replicas=3", "replicas"),
+    ("logFormat=xml", "logFormat"),
+    ("watchNamespaces[0]=Bad_Name", "watchNamespaces"),
+    ("unknownKey=1", "unknownKey"),
+])
+def test_values_schema_rejects_wrong_values(tools: Path, cluster: ClusterHandle, option: str, message: str) -> None:
+    out = helm(tools, cluster, "template", "x", str(CHART), "--kube-version", "1.36.0", "--set", option, check=False)
+    assert out.returncode != 0 and message in out.stderr
+
+
+@pytest.fixture(scope="module")
+def rendered(tools: Path, cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("chart") / "rendered.yaml"
+    version = cluster.kubectl_json("version")["serverVersion"]["gitVersion"]
+    path.write_text(helm(tools, cluster, "template", "onnx-operator", str(CHART), "-n", "onnx-operator",
+                         "--kube-version", version, "--include-crds", *ALL_OPTIONS).stdout)
+    return path
+
+
+def test_rendered_manifests_are_valid_for_this_cluster(tools: Path, cluster: ClusterHandle, rendered: Path,
+                                                       tmp_path: Path, crds: None) -> None:
+    count = write_schemas(lambda p: cluster.kubectl("get", "--raw", p), tmp_path / "schemas")
+    assert count > 50
+
+    out = subprocess.run([str(tools / "kubeconform"), "-summary", "-schema-location",
+                          str(tmp_path / "schemas" / SCHEMA_LOCATION), str(rendered)],
+                         capture_output=True, text=True, timeout=120, check=False)
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Invalid: 0, Errors: 0, Skipped: 0" in out.stdout
+
+
+def test_rendered_manifests_also_validate_in_namespaced_mode(tools: Path, cluster: ClusterHandle) -> None:
+    out = helm(tools, cluster, "template", "op", str(CHART), "--kube-version", "1.36.0",
+               "--set", "watchNamespaces={team-a,team-b}")
+    assert out.stdout.count("\nkind: Role\n") == 2 and "\nkind: ClusterRole\n" not in out.stdout
+    assert 'value: "team-a,team-b"' in out.stdout
+
+
+@pytest.fixture(scope="module")
+def checkov() -> Path:
+    """checkov in its own cached virtualenv (its pins must not touch the project's)."""
+    home = Path.home() / ".cache" / "onnx-operator" / "checkov-venv"
+    exe = home / "bin" / "checkov"
+    if not exe.exists():
+        venv.create(home, with_pip=True)
+        subprocess.run([str(home / "bin" / "pip"), "install", "-q", "checkov==3.3.30"], check=True, timeout=1200)
+    return exe
+
+
+def test_checkov_finds_no_failed_checks(checkov: Path, rendered: Path) -> None:
+    out = subprocess.run([str(checkov), "--config-file", str(CHART / ".checkov.yaml"), "-f", str(rendered),
+                          "--compact", "--quiet", "--skip-download"], capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle, crds: None) -> None:
+    ns = "chart-install"
+    try:
+        helm(tools, cluster, "install", "demo", str(CHART), "-n", ns, "--create-namespace", "--wait",
+             "--timeout", "120s", *ALL_OPTIONS)
+        dep = cluster.kubectl_json("get", "deployment", "demo-onnx-operator", "-n", ns)
+        assert dep["status"]["availableReplicas"] == 1
+        assert dep["spec"]["strategy"]["type"] == "Recreate"
+        for kind in ("serviceaccount", "service", "networkpolicy", "poddisruptionbudget"):
+            assert cluster.kubectl("get", kind, "-n", ns, "-o", "name")
+        assert cluster.kubectl("get", "clusterrole", "demo-onnx-operator", "-o", "name")
+
+        helm(tools, cluster, "upgrade", "demo", str(CHART), "-n", ns, "--wait", "--timeout", "120s",
+             "--set", "logFormat=text")
+        env = cluster.kubectl_json("get", "deployment", "demo-onnx-operator", "-n", ns)[
+            "spec"]["template"]["spec"]["containers"][0]["env"]
+        assert {"name": "ONNX_OPERATOR_LOG_FORMAT", "value": "text"} in env
+        assert "networkpolicy" not in cluster.kubectl("get", "networkpolicy", "-n", ns, "-o", "name")
+
+        helm(tools, cluster, "uninstall", "demo", "-n", ns, "--wait")
+        wait_for("objects removed", lambda: not cluster.kubectl(
+            "get", "deployment/demo-onnx-operator", "serviceaccount/demo-onnx-operator",
+            "service/demo-onnx-operator-metrics", "clusterrole/demo-onnx-operator", "-n", ns,
+            "--ignore-not-found", "-o", "name"))
+    finally:
+        helm(tools, cluster, "uninstall", "demo", "-n", ns, check=False)
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
+
+
