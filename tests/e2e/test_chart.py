@@ -99,7 +99,8 @@ def checkov() -> Path:
 
 def test_checkov_finds_no_failed_checks(checkov: Path, rendered: Path) -> None:
     out = subprocess.run([str(checkov), "--config-file", str(CHART / ".checkov.yaml"), "-f", str(rendered),
-                          "--compact", "--quiet", "--skip-download"], capture_output=True, text=True, timeout=600, check=False)
+                          "--compact", "--quiet", "--skip-download"],
+                         capture_output=True, text=True, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
