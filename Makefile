@@ -48,7 +48,9 @@ run: venv ## run the operator in the foreground against .cluster/kubeconfig (or 
 demo: deps venv cluster ## the guided demo on the local control plane
 	$(BIN)/python -m tests.demo
 
-demo-down: cluster-down
+demo-down: ## stop the demo and the local control plane
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.demo --stop || true; fi
+	@$(MAKE) --no-print-directory cluster-down
 
 bench: deps venv ## benchmarks; results printed as ratios against a baseline measured in the same run
 	@if [ -f bench/runtime_bench.py ]; then $(BIN)/python bench/runtime_bench.py; fi

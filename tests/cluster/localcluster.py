@@ -128,7 +128,8 @@ class Cluster:
             return False
         pids = state.get("pids", {})
         assert isinstance(pids, dict)
-        if not pids or not all(pid_alive(int(p)) for p in pids.values()):
+        core = {k: v for k, v in pids.items() if not str(k).startswith("demo-")}
+        if not core or not all(pid_alive(int(p)) for p in core.values()):
             return False
         try:
             return https_ok(f"{state['server']}/readyz", self.paths)
@@ -267,6 +268,23 @@ class Cluster:
         ], pids, env=env)
         self._create_nodes()
         self._wait_usable()
+
+    def adopt(self, name: str, pid: int) -> None:
+        """Records a process started beside the cluster (the demo's operator) so `down` stops it."""
+        state = self.read_state() or {}
+        pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
+        pids[name] = pid
+        self._save(pids)
+
+    def release(self, name: str) -> int | None:
+        """Stops an adopted process and forgets it."""
+        state = self.read_state() or {}
+        pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
+        pid = pids.pop(name, None)
+        if pid is not None:
+            stop_pid(int(pid), name)
+            self._save(pids)
+        return pid
 
     def user_kubeconfig(self, user: str, groups: tuple[str, ...] = ()) -> Path:
         """A kubeconfig for another identity (a client certificate for `user` in `groups`)."""

@@ -140,3 +140,10 @@ def test_gates_pass_without_data_and_fail_on_evidence() -> None:
     assert judge(q, None).passed and judge(q, 0.995).passed
     assert not judge(q, 0.9).passed
     assert not judge(GateQuery("LatencyP99Ms", "y", maximum=100), 250).passed
+
+
+def test_an_unready_canary_is_looked_at_again_when_its_deadline_passes() -> None:
+    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "startedAt": T0}
+    d = decide(md({"servingVersion": "v1", "rollout": state}), {"v1": Observed("v1", 9, 9), "v2": Observed("v2", 1, 0)},
+               10, None, [], None, T1)
+    assert d.requeue == 91  # deadline 120 s, 30 s elapsed

@@ -148,10 +148,16 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
         g = failing[0]
         return _rollback(d, md, state, stable, replicas, g.name, g.message, now)
     if strategy == "Canary":
-        return _canary(d, md, state, stable, replicas, observed, act, now)
-    if strategy == "BlueGreen":
-        return _blue_green(d, md, state, stable, replicas, observed, act, now)
-    return _rolling(d, md, state, stable, replicas, observed, now)
+        d = _canary(d, md, state, stable, replicas, observed, act, now)
+    elif strategy == "BlueGreen":
+        d = _blue_green(d, md, state, stable, replicas, observed, act, now)
+    else:
+        d = _rolling(d, md, state, stable, replicas, observed, now)
+    if new_ready < target_new and not d.complete and not d.rolled_back:
+        # look again when the readiness deadline passes, even if nothing else changes
+        left = spec.progress_deadline_seconds - seconds_between(started, now) + 1
+        d.requeue = min(d.requeue if d.requeue is not None else left, max(1.0, left))
+    return d
 
 
 def _steady(d: Decision, md: ModelDeployment, desired: str, replicas: int, observed: dict[str, Observed],
