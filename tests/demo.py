@@ -162,7 +162,8 @@ class Demo:
         if use_image:
             print("building the runtime image with buildah (first time: a few minutes)")
             subprocess.run([str(REPO / "runtime-image/build-image.sh"), "runtime"], check=True)
-            ctr = subprocess.run(["buildah", "--storage-driver", "vfs", "from", "localhost/onnx-operator/runtime:0.1.0"],
+            image = "localhost/onnx-operator/runtime:0.1.0"
+            ctr = subprocess.run(["buildah", "--storage-driver", "vfs", "from", image],
                                  check=True, capture_output=True, text=True).stdout.strip()
             args = ["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", "--network", "host",
                     "--user", "65532:65532", "-v", f"{model_dir}:/models:ro", ctr, "--",
