@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-down demo demo-down bench crds run images tools
+.PHONY: help deps venv test unit lint cluster cluster-down demo demo-down bench crds docs run images tools
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,8 +39,13 @@ lint: venv
 	$(BIN)/ruff check operator runtime-image tests
 	$(BIN)/mypy --strict operator/onnx_operator runtime-image/onnx_server
 
-crds: venv ## regenerate crds/ from the API models
+crds: venv ## regenerate crds/ (and the chart's copy) from the API models
 	$(BIN)/python -m onnx_operator.api.crdgen --out crds/
+	cp crds/*.yaml charts/onnx-operator/crds/
+
+docs: venv ## regenerate the README's field reference and the Argo CD config from their sources
+	$(BIN)/python -m onnx_operator.api.reference --write README.md
+	$(BIN)/python examples/argocd/generate.py
 
 run: venv ## run the operator in the foreground against .cluster/kubeconfig (or $KUBECONFIG)
 	KUBECONFIG=$(KUBECONFIG) $(BIN)/python -m onnx_operator
@@ -53,7 +58,8 @@ demo-down: ## stop the demo and the local control plane
 	@$(MAKE) --no-print-directory cluster-down
 
 bench: deps venv ## benchmarks; results printed as ratios against a baseline measured in the same run
-	@if [ -f bench/runtime_bench.py ]; then $(BIN)/python bench/runtime_bench.py; fi
+	$(BIN)/python bench/runtime_bench.py
+	$(BIN)/python bench/operator_bench.py
 
 images: deps venv ## build the runtime and operator images with buildah
 	./runtime-image/build-image.sh runtime

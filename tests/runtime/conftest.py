@@ -24,6 +24,7 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, model_dir: Path, *extra: str, name: str = "linear", version: str = "1.0.0") -> None:
+        model_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.name, self.version = name, version

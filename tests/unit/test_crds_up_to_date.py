@@ -26,3 +26,9 @@ def test_model_deployment_has_scale_subresource_and_printer_columns() -> None:
     assert version["subresources"]["scale"]["specReplicasPath"] == ".spec.replicas"
     assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Desired", "Serving", "Ready", "Phase", "Age"]
     assert crd["spec"]["names"]["categories"] == ["models"]
+
+
+def test_readme_field_reference_matches_the_api_models() -> None:
+    from onnx_operator.api.reference import main as reference
+
+    assert reference(["--check", str(CRDS.parent / "README.md")]) == 0, "run `make docs`"
