@@ -75,3 +75,19 @@ def act(cluster: ClusterHandle, ns: str, md: str, verb: str) -> None:
 
 def rollout(cluster: ClusterHandle, ns: str, md: str) -> dict[str, Any]:
     return dict(get(cluster, "md", ns, md)["status"].get("rollout") or {})
+
+
+def serving_v1_with_v2_verified(cluster: ClusterHandle, ns: str, models: Any, prefix: str, replicas: int,
+                                **spec: Any) -> None:
+    """ModelVersions v1 and v2 (different weights), a ModelDeployment serving v1, v2 verified."""
+    two_versions(cluster, ns, models, prefix)
+    cluster.apply(model_deployment("web", "v1", replicas=replicas, **spec), ns)
+    wait_ready(cluster, ns, "web")
+
+
+def two_versions(cluster: ClusterHandle, ns: str, models: Any, prefix: str) -> None:
+    """ModelVersions v1 and v2 (different weights), both verified."""
+    cluster.apply(model_version("v1", models.model(f"{prefix}-1.onnx")), ns)
+    cluster.apply(model_version("v2", models.model(f"{prefix}-2.onnx", scale=2.0), version="2.0.0"), ns)
+    wait_mv_phase(cluster, ns, "v1", "Ready")
+    wait_mv_phase(cluster, ns, "v2", "Ready")

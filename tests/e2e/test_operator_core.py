@@ -19,6 +19,7 @@ from tests.e2e.helpers import (
     model_deployment,
     model_version,
     serving_deployments,
+    serving_v1_with_v2_verified,
     wait_condition,
     wait_mv_phase,
     wait_ready,
@@ -96,11 +97,7 @@ def total_ready(cluster: ClusterHandle, ns: str, md: str) -> int:
 
 def test_version_change_hands_over_without_dropping_below_replicas(
         cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
-    cluster.apply(model_version("v1", models.model("h1.onnx")), namespace)
-    cluster.apply(model_version("v2", models.model("h2.onnx", scale=2.0), version="2.0.0"), namespace)
-    cluster.apply(model_deployment("web", "v1", replicas=3), namespace)
-    wait_ready(cluster, namespace, "web")
-    wait_mv_phase(cluster, namespace, "v2", "Ready")
+    serving_v1_with_v2_verified(cluster, namespace, models, "handover", replicas=3)
 
     cluster.apply(model_deployment("web", "v2", replicas=3), namespace)
 
@@ -195,11 +192,7 @@ def test_no_api_writes_at_rest(cluster: ClusterHandle, namespace: str, models: M
 
 def test_operator_restart_mid_handover_converges(
         cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
-    cluster.apply(model_version("v1", models.model("r1.onnx")), namespace)
-    cluster.apply(model_version("v2", models.model("r2.onnx", scale=3.0), version="2.0.0"), namespace)
-    cluster.apply(model_deployment("web", "v1", replicas=3), namespace)
-    wait_ready(cluster, namespace, "web")
-    wait_mv_phase(cluster, namespace, "v2", "Ready")
+    serving_v1_with_v2_verified(cluster, namespace, models, "restart", replicas=3)
 
     cluster.apply(model_deployment("web", "v2", replicas=3), namespace)
     wait_for("the handover to start", lambda: len(serving_deployments(cluster, namespace, "web")) == 2)

@@ -17,24 +17,17 @@ from tests.e2e.helpers import (
     condition,
     get,
     model_deployment,
-    model_version,
     replicas_by_version,
     rollout,
     serving_deployments,
+    two_versions,
     wait_condition,
-    wait_mv_phase,
     wait_ready,
     wait_until,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 25, "pause": "2s"}, {"weight": 50}, {"weight": 100}]}}
-
-
-def two_versions(cluster: ClusterHandle, ns: str, models: ModelStore, name: str) -> None:
-    cluster.apply(model_version("v1", models.model(f"{name}-1.onnx")), ns)
-    cluster.apply(model_version("v2", models.model(f"{name}-2.onnx", scale=2.0), version="2.0.0"), ns)
-    wait_mv_phase(cluster, ns, "v2", "Ready")
 
 
 def test_canary_walks_its_steps_and_waits_for_promotion(

@@ -21,6 +21,24 @@ class ApiModel(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
+class Resource(ApiModel):
+    """A parsed custom resource: metadata kept as received, with the names handlers need."""
+
+    metadata: dict[str, object] = Field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.metadata["namespace"])
+
+    @property
+    def generation(self) -> int:
+        return int(str(self.metadata.get("generation", 0)))
+
+
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {"rule": rule, "message": message}
     if field_path:

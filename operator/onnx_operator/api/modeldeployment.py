@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from onnx_operator.api.base import ApiModel, DNSName, IntOrString, Quantity, cel
+from onnx_operator.api.base import ApiModel, DNSName, IntOrString, Quantity, Resource, cel
 from onnx_operator.api.conditions import Condition
 from onnx_operator.api.modelversion import RuntimeSettings
 
@@ -143,19 +143,6 @@ class ModelDeploymentStatus(ApiModel):
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
 
 
-class ModelDeployment(ApiModel):
-    metadata: dict[str, object] = Field(default_factory=dict)
+class ModelDeployment(Resource):
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata["namespace"])
-
-    @property
-    def generation(self) -> int:
-        return int(str(self.metadata.get("generation", 0)))

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
-from onnx_operator.api.base import ApiModel, cel
+from onnx_operator.api.base import ApiModel, Resource, cel
 from onnx_operator.api.conditions import Condition
 
 DType = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -75,17 +75,6 @@ class ModelVersionStatus(ApiModel):
     verification_job: str | None = Field(None, description="Name of the Job that verified this version.")
 
 
-class ModelVersion(ApiModel):
-    """Parsed ModelVersion (metadata kept as received)."""
-
-    metadata: dict[str, object] = Field(default_factory=dict)
+class ModelVersion(Resource):
     spec: ModelVersionSpec
     status: ModelVersionStatus = Field(default_factory=ModelVersionStatus)
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata["name"])
-
-    @property
-    def namespace(self) -> str:
-        return str(self.metadata["namespace"])
