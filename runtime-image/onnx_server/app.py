@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import zlib
@@ -13,10 +14,43 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from onnx_server.dataplane import DataPlane
-from onnx_server.errors import BadRequest, NotFound, PayloadTooLarge, ServerError
+from onnx_server.errors import BadRequest, Busy, NotFound, PayloadTooLarge, ServerError
 from onnx_server.openapi import openapi_document
 from onnx_server.protocol import HEADER_LENGTH
 from onnx_server.settings import ServerSettings
+
+
+class BodyBudget:
+    """Caps the request-body bytes held at once: a request reserves its (declared or largest) size first."""
+
+    def __init__(self, capacity: int, wait_s: float) -> None:
+        self.capacity, self.wait_s, self.used = capacity, wait_s, 0
+        self._changed = asyncio.Condition()
+
+    @contextlib.asynccontextmanager
+    async def reserve(self, size: int) -> AsyncIterator[None]:
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
+            except TimeoutError:
+                raise Busy(f"{self.used} bytes of requests are being served; retry later") from None
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= size
+                self._changed.notify_all()
+
+
+def reservation(request: Request, limit: int) -> int:
+    """What a body may occupy: its Content-Length when plain, else the limit (chunked or compressed)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    if request.headers.get("content-encoding", "identity").lower() == "identity" and declared.isdigit():
+        return min(int(declared), limit)
+    return limit
 
 
 def error(exc: ServerError) -> JSONResponse:
@@ -50,6 +84,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
+    budget = BodyBudget(settings.body_budget_bytes, settings.busy_wait_seconds)
+
     def check_model(request: Request) -> None:
         name, version = request.path_params["name"], request.path_params.get("version")
         if name != settings.name or (version is not None and version != settings.version):
@@ -79,12 +115,13 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
         code = 500
         try:
             check_model(request)
-            body = await read_body(request, settings.max_body_bytes)
             raw = request.headers.get(HEADER_LENGTH)
             header_length = int(raw) if raw is not None and raw.isdigit() else None
             if raw is not None and header_length is None:
                 raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer")
-            payload, head = await plane.infer(body, header_length)
+            async with budget.reserve(reservation(request, settings.max_body_bytes)):
+                body = await read_body(request, settings.max_body_bytes)
+                payload, head = await plane.infer(body, header_length)
             code = 200
             if head is None:
                 return Response(payload, media_type="application/json")

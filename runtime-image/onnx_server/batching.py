@@ -20,6 +20,11 @@ class _Pending:
     future: asyncio.Future[dict[str, np.ndarray]]
     queued_at: float = field(default_factory=time.perf_counter)
 
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Requests merge only when they ask for the same outputs with the same non-batch shapes and dtypes."""
+        return (self.outputs, *((k, v.dtype.str, v.shape[1:]) for k, v in sorted(self.feeds.items())))
+
 
 class Batcher:
     """One queue, one worker task, one future per caller."""
@@ -59,7 +64,7 @@ class Batcher:
                     nxt = await asyncio.wait_for(self.queue.get(), timeout)
                 except TimeoutError:
                     break
-                if rows + nxt.rows > self.max_rows or nxt.outputs != first.outputs:
+                if rows + nxt.rows > self.max_rows or nxt.key != first.key:
                     carry = nxt
                     break
                 batch.append(nxt)
@@ -76,9 +81,13 @@ class Batcher:
                 merged = await asyncio.to_thread(self.run, feeds, batch[0].outputs)
                 results = self._split(merged, batch, rows)
         except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].future.done():
+                    batch[0].future.set_exception(exc)
+                return
+            # one bad request must not fail the others: each runs alone, and gets its own error
             for p in batch:
-                if not p.future.done():
-                    p.future.set_exception(exc)
+                await self._run([p], p.rows)
             return
         infer = time.perf_counter() - start
         for p, result in zip(batch, results, strict=True):
@@ -89,7 +98,7 @@ class Batcher:
     @staticmethod
     def _split(merged: dict[str, np.ndarray], batch: list[_Pending], rows: int) -> list[dict[str, np.ndarray]]:
         if any(v.shape[:1] != (rows,) for v in merged.values()):
-            raise ValueError("the model's outputs do not keep the batch dimension; disable batching")
+            raise ValueError("the model's outputs do not keep the batch dimension")
         out, start = [], 0
         for p in batch:
             out.append({k: v[start:start + p.rows] for k, v in merged.items()})

@@ -52,7 +52,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
         settings = ServerSettings(
             model_dir=Path(args.model_dir), name=args.name, version=args.version, host=args.host, port=args.port,
             threads=args.threads, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
-            warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds)
+            warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
+            max_buffered_bytes=args.max_buffered_bytes)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -76,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-delay-ms", type=float, default=5.0, help="dynamic batching: longest wait")
     serve.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up run")
     serve.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger bodies get HTTP 413")
+    serve.add_argument("--max-buffered-bytes", type=int, default=None,
+                       help="most body bytes held over all requests; others wait (default 2x --max-body-bytes)")
     serve.add_argument("--grace-seconds", type=float, default=25, help="SIGTERM: wait this long for in-flight work")
     serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model into DEST/model.onnx"),

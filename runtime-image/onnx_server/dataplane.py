@@ -13,10 +13,11 @@ from onnx_server.batching import Batcher
 from onnx_server.errors import BadRequest, NotReady, PayloadTooLarge
 from onnx_server.metrics import Metrics
 from onnx_server.model import LoadedModel
-from onnx_server.protocol import TensorMeta, encode_response, parse_request
+from onnx_server.protocol import InferRequest, TensorMeta, encode_response, parse_request
 from onnx_server.settings import ServerSettings
 
 LOG = logging.getLogger("onnx_server")
+INLINE_PARSE_BYTES = 256 << 10
 
 
 class DataPlane:
@@ -26,6 +27,7 @@ class DataPlane:
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
+        self._big_parse = asyncio.Lock()
         try:
             self.server_version = importlib_metadata.version("onnx-operator")
         except importlib_metadata.PackageNotFoundError:
@@ -61,6 +63,7 @@ class DataPlane:
     def metadata(self) -> dict[str, Any]:
         if self.model is None:
             raise NotReady("the model is still loading")
+
         def describe(ts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             return [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in ts]
         return {"name": self.settings.name, "versions": [self.settings.version], "platform": "onnxruntime_onnx",
@@ -69,12 +72,12 @@ class DataPlane:
     async def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
         if not self.ready or self.model is None:
             raise NotReady("the model is still loading")
-        req = parse_request(body, header_length, self.input_meta, self.settings.max_elements)
-        known = {o["name"] for o in self.model.outputs}
+        req = await self._parse(body, header_length)
         if req.outputs is not None:
-            unknown = sorted(set(req.outputs) - known)
+            unknown = sorted(set(req.outputs) - set(self.model.tensor_outputs))
             if unknown:
-                raise BadRequest(f"unknown outputs {unknown}; the model has {sorted(known)}")
+                raise BadRequest(f"unknown outputs {unknown}; "
+                                 f"the model's tensor outputs are {self.model.tensor_outputs}")
         rows = {a.shape[0] for a in req.inputs.values() if a.ndim}
         if self.batcher is not None and len(rows) == 1 and next(iter(rows)) <= self.settings.max_batch_size:
             result = await self.batcher.submit(req.inputs, req.outputs)
@@ -87,4 +90,11 @@ class DataPlane:
             raise PayloadTooLarge(f"the outputs are {size} bytes; the limit is {self.settings.max_output_bytes}")
         return encode_response(self.settings.name, self.settings.version, req.id, result, req.binary_outputs)
 
-
+    async def _parse(self, body: bytes, header_length: int | None) -> InferRequest:
+        if len(body) < INLINE_PARSE_BYTES:
+            return parse_request(body, header_length, self.input_meta, self.settings.max_elements)
+        # big bodies: parsed off the event loop (health checks stay answered), one at a time (JSON
+        # expands several-fold in memory while parsed)
+        async with self._big_parse:
+            return await asyncio.to_thread(parse_request, body, header_length, self.input_meta,
+                                           self.settings.max_elements)

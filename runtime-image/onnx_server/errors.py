@@ -73,3 +73,9 @@ class NotReady(ServerError):
     """The model is still loading or warming up: HTTP 503."""
 
     reason, status_code = "NotReady", 503
+
+
+class Busy(ServerError):
+    """Too many request bytes are held already and none were released in time: HTTP 503."""
+
+    reason, status_code = "Busy", 503

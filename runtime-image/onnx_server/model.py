@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnx_server.errors import InvalidModel, UnsafePath
+from onnx_server.errors import BadRequest, InvalidModel, UnsafePath
+from onnx_server.protocol import NUMPY
 
 # onnxruntime type strings -> Open Inference Protocol v2 data types
 DTYPES = {
@@ -18,6 +20,7 @@ DTYPES = {
     "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
     "tensor(string)": "BYTES", "tensor(bfloat16)": "BF16",
 }
+V2_DTYPES = set(NUMPY)
 
 
 def check_external_data(model_path: Path) -> None:
@@ -67,35 +70,34 @@ class LoadedModel:
     """A loaded session with its signature; `run` is thread-safe (onnxruntime sessions are)."""
 
     def __init__(self, model_path: Path, threads: int | None = None) -> None:
-        import numpy as np
-
-        self._np = np
         self.session = load_session(model_path, threads)
         sig = signature(self.session)
         self.inputs: list[dict[str, Any]] = sig["inputs"]
         self.outputs: list[dict[str, Any]] = sig["outputs"]
+        # sequences and maps (e.g. skl2onnx's ZipMap) have no v2 tensor form: served only when asked by name
+        self.tensor_outputs = [o["name"] for o in self.outputs if o["dtype"] in V2_DTYPES]
 
     @property
     def batchable(self) -> bool:
-        """Every input and output has a dynamic first (batch) dimension."""
-        return all(t["shape"] and t["shape"][0] == -1 for t in self.inputs + self.outputs)
+        """Every input and tensor output has a dynamic first (batch) dimension."""
+        tensors = self.inputs + [o for o in self.outputs if o["name"] in self.tensor_outputs]
+        return all(t["shape"] and t["shape"][0] == -1 for t in tensors)
 
     def run(self, feeds: dict[str, Any], outputs: list[str] | None = None) -> dict[str, Any]:
-        names = outputs or [o["name"] for o in self.outputs]
+        names = outputs or self.tensor_outputs
         try:
             values = self.session.run(names, feeds)
         except Exception as exc:
-            from onnx_server.errors import BadRequest
-
             raise BadRequest(f"the model rejected the input: {str(exc).splitlines()[0][:300]}") from exc
         return dict(zip(names, values, strict=True))
 
     def warmup_feeds(self) -> dict[str, Any]:
-        """Generated inputs: dynamic dimensions become 1, values are zeros."""
-        from onnx_server.protocol import NUMPY
-
+        """Generated inputs: dynamic dimensions become 1, values are zeros (empty strings for BYTES)."""
         feeds: dict[str, Any] = {}
         for t in self.inputs:
             shape = [1 if d == -1 else d for d in t["shape"]]
-            feeds[t["name"]] = self._np.zeros(shape, dtype=NUMPY.get(t["dtype"], self._np.float32))
+            if t["dtype"] == "BYTES":
+                feeds[t["name"]] = np.full(shape, "", dtype=object)
+            else:
+                feeds[t["name"]] = np.zeros(shape, dtype=NUMPY.get(t["dtype"], np.float32))
         return feeds

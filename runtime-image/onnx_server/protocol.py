@@ -14,7 +14,7 @@ from onnx_server.errors import BadRequest
 NUMPY = {
     "BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
-    "FP32": np.float32, "FP64": np.float64,
+    "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
 }
 DATATYPE = {np.dtype(v): k for k, v in NUMPY.items()}
 HEADER_LENGTH = "inference-header-content-length"
@@ -77,6 +77,8 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         doc = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from exc
+    except RecursionError as exc:  # deeply nested arrays or objects
+        raise BadRequest("malformed JSON: nested too deeply") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise BadRequest("the request must be an object with a non-empty `inputs` list")
     arrays: dict[str, np.ndarray] = {}
@@ -97,9 +99,10 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         _check_against(inputs[name], datatype, shape, where)
         dtype = np.dtype(NUMPY[datatype])
         count = math.prod(shape)
-        params = item.get("parameters") or {}
-        size = params.get("binary_data_size") if isinstance(params, dict) else None
+        size = _parameters(item, where).get("binary_data_size")
         if size is not None:
+            if datatype == "BYTES":
+                raise BadRequest(f"{where}: binary BYTES tensors are not supported; send them as JSON strings")
             if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(tail):
                 raise BadRequest(f"{where}.parameters.binary_data_size must be {count * dtype.itemsize} bytes "
                                  "and lie inside the body")
@@ -109,10 +112,7 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         values = _flatten(item.get("data"), where, count)
         if len(values) != count:
             raise BadRequest(f"{where}.data has {len(values)} elements; shape {shape} needs {count}")
-        try:
-            arrays[name] = np.asarray(values, dtype=dtype).reshape(shape)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise BadRequest(f"{where}.data does not hold {datatype} values: {exc}") from exc
+        arrays[name] = _array(values, dtype, shape, f"{where}.data", datatype)
     missing = sorted(set(inputs) - set(arrays))
     if missing:
         raise BadRequest(f"missing inputs: {missing}")
@@ -120,16 +120,41 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
     return InferRequest(doc.get("id") if isinstance(doc.get("id"), str) else None, arrays, wanted, binary)
 
 
+def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
+    params = item.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise BadRequest(f"{where}.parameters must be an object")
+    return params
+
+
+def _array(values: list[Any], dtype: np.dtype[Any], shape: list[int], where: str, datatype: str) -> np.ndarray:
+    if datatype == "BYTES":
+        if not all(isinstance(v, str) for v in values):
+            raise BadRequest(f"{where} must hold strings for BYTES")
+        return np.asarray(values, dtype=object).reshape(shape)
+    if any(isinstance(v, (str, dict)) or v is None for v in values):
+        raise BadRequest(f"{where} does not hold {datatype} values: found a string, object or null")
+    try:
+        with np.errstate(all="raise"):
+            return np.asarray(values, dtype=dtype).reshape(shape)
+    except (TypeError, ValueError, OverflowError, FloatingPointError) as exc:
+        raise BadRequest(f"{where} does not hold {datatype} values: {exc}") from exc
+
+
 def _outputs(doc: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     raw = doc.get("outputs")
-    binary_all = bool((doc.get("parameters") or {}).get("binary_data_output")) if isinstance(
-        doc.get("parameters"), dict) else False
+    binary_all = bool(_parameters(doc, "request").get("binary_data_output"))
     if raw is None:
         return None, {"*"} if binary_all else set()
     if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
         raise BadRequest("outputs must be a list of objects with a string `name`")
     names = [o["name"] for o in raw]
-    binary = {o["name"] for o in raw if binary_all or (o.get("parameters") or {}).get("binary_data")}
+    if len(set(names)) != len(names):
+        raise BadRequest("outputs names the same output twice")
+    binary = {o["name"] for i, o in enumerate(raw)
+              if binary_all or _parameters(o, f"outputs[{i}]").get("binary_data")}
     return names, binary
 
 
@@ -140,7 +165,10 @@ def encode_response(name: str, version: str, request_id: str | None, outputs: di
     for out_name, array in outputs.items():
         item: dict[str, Any] = {"name": out_name, "shape": list(array.shape),
                                 "datatype": DATATYPE.get(array.dtype, "BYTES")}
-        if out_name in binary or "*" in binary:
+        if array.dtype == object:  # BYTES: strings in JSON only
+            item["datatype"] = "BYTES"
+            item["data"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+        elif out_name in binary or "*" in binary:
             blob = np.ascontiguousarray(array).tobytes()
             item["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

@@ -18,6 +18,14 @@ class ServerSettings(BaseModel):
     max_delay_ms: float = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")
     warmup: bool = Field(True, description="Run a generated input before reporting ready.")
     max_body_bytes: int = Field(64 << 20, ge=1024, description="Larger request bodies get 413 unread.")
+    max_buffered_bytes: int | None = Field(
+        None, ge=1024, description="Most request-body bytes held at once over all requests; others wait "
+        "(default: twice max_body_bytes).")
+    busy_wait_seconds: float = Field(30, ge=0, le=600, description="Longest wait for that budget before 503.")
     max_elements: int = Field(16 << 20, ge=1, description="Most elements in one input tensor.")
     max_output_bytes: int = Field(256 << 20, ge=1024, description="Most bytes of outputs in one response.")
     grace_seconds: float = Field(25, ge=0, le=600, description="How long SIGTERM waits for in-flight requests.")
+
+    @property
+    def body_budget_bytes(self) -> int:
+        return max(self.max_buffered_bytes or 2 * self.max_body_bytes, self.max_body_bytes)
