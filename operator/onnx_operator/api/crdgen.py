@@ -1,7 +1,7 @@
 """Generate the CustomResourceDefinitions from the API models (the single source of truth).
 
-    python -m onnx_operator.api.crdgen --out crds/      # write
-    python -m onnx_operator.api.crdgen --check crds/    # exit 1 when the files differ
+    python -m onnx_operator.api.crdgen --out crds/ --out charts/onnx-operator/crds/      # write
+    python -m onnx_operator.api.crdgen --check crds/ --check charts/onnx-operator/crds/  # exit 1 on a difference
 """
 
 from __future__ import annotations
@@ -14,14 +14,15 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from onnx_operator.api.base import GROUP, VERSION
-from onnx_operator.api.modeldeployment import ModelDeploymentSpec, ModelDeploymentStatus
-from onnx_operator.api.modelversion import ModelVersionSpec, ModelVersionStatus
+from onnx_operator.api.base import GROUP, VERSION, Resource
+from onnx_operator.api.modeldeployment import ModelDeployment
+from onnx_operator.api.modelversion import ModelVersion
 
 _KEEP = {"type", "description", "default", "enum", "minimum", "maximum", "exclusiveMinimum",
          "exclusiveMaximum", "pattern", "minLength", "maxLength", "minItems", "maxItems", "format",
          "maxProperties", "x-kubernetes-validations", "x-kubernetes-int-or-string",
-         "x-kubernetes-preserve-unknown-fields", "nullable"}
+         "x-kubernetes-preserve-unknown-fields", "nullable", "x-kubernetes-list-type",
+         "x-kubernetes-list-map-keys"}
 
 
 def structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -73,8 +74,14 @@ def schema_of(model: type[BaseModel]) -> dict[str, Any]:
     return structural(raw, raw.get("$defs", {}))
 
 
-def _crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type[BaseModel],
-         columns: list[dict[str, Any]], subresources: dict[str, Any], description: str) -> dict[str, Any]:
+def _crd(resource: type[Resource], plural: str, short: str, columns: list[dict[str, Any]],
+         subresources: dict[str, Any], description: str) -> dict[str, Any]:
+    kind = resource.__name__
+    spec, status = (resource.model_fields[f].annotation for f in ("spec", "status"))
+    assert isinstance(spec, type) and isinstance(status, type)
+    root: dict[str, Any] = {"type": "object", "description": description, "required": ["spec"]}
+    if resource.rules:
+        root["x-kubernetes-validations"] = [r.schema() for r in resource.rules]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -87,7 +94,7 @@ def _crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type
             "versions": [{
                 "name": VERSION, "served": True, "storage": True,
                 "schema": {"openAPIV3Schema": {
-                    "type": "object", "description": description, "required": ["spec"],
+                    **root,
                     "properties": {
                         "apiVersion": {"type": "string"}, "kind": {"type": "string"},
                         "metadata": {"type": "object"},
@@ -103,14 +110,14 @@ def _crd(kind: str, plural: str, short: str, spec: type[BaseModel], status: type
 
 def generate_crds() -> dict[str, dict[str, Any]]:
     age = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-    mv = _crd("ModelVersion", "modelversions", "mv", ModelVersionSpec, ModelVersionStatus, [
+    mv = _crd(ModelVersion, "modelversions", "mv", [
         {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
         {"name": "Version", "type": "string", "jsonPath": ".spec.version"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
         {"name": "Digest", "type": "string", "jsonPath": ".status.digest", "priority": 1},
         age,
     ], {"status": {}}, "ModelVersion is one immutable, verified ONNX model artifact.")
-    md = _crd("ModelDeployment", "modeldeployments", "md", ModelDeploymentSpec, ModelDeploymentStatus, [
+    md = _crd(ModelDeployment, "modeldeployments", "md", [
         {"name": "Desired", "type": "string", "jsonPath": ".status.desiredVersion"},
         {"name": "Serving", "type": "string", "jsonPath": ".status.servingVersion"},
         {"name": "Ready", "type": "string", "jsonPath": ".status.readyText"},
@@ -130,19 +137,18 @@ def render(crd: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--out", type=Path, help="folder to write the CRD files to")
-    group.add_argument("--check", type=Path, help="folder whose CRD files must match")
+    group.add_argument("--out", type=Path, action="append", help="folder to write the CRD files to (repeatable)")
+    group.add_argument("--check", type=Path, action="append", help="folder whose CRD files must match (repeatable)")
     args = parser.parse_args(argv)
+    texts = {name: render(crd) for name, crd in generate_crds().items()}
     stale = []
-    for name, crd in generate_crds().items():
-        text = render(crd)
-        if args.out:
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / name).write_text(text)
-        else:
-            path = args.check / name
-            if not path.exists() or path.read_text() != text:
-                stale.append(str(path))
+    for folder in args.out or []:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in texts.items():
+            (folder / name).write_text(text)
+    for folder in args.check or []:
+        stale += [str(folder / name) for name, text in texts.items()
+                  if not (folder / name).exists() or (folder / name).read_text() != text]
     if stale:
         print("out of date (run `make crds`): " + ", ".join(stale), file=sys.stderr)
         return 1

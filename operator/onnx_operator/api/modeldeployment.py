@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from onnx_operator.api.base import ApiModel, DNSName, IntOrString, Quantity, Resource, cel
+from onnx_operator.api.base import ApiModel, DNSName, IntOrPercent, Quantity, Resource, Rule, keyed_by
 from onnx_operator.api.conditions import Condition
 from onnx_operator.api.modelversion import RuntimeSettings
 
@@ -15,10 +16,11 @@ DURATION = r"^([0-9]+(ms|s|m|h))+$"
 
 
 class Autoscaling(ApiModel):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [cel(
+    rules = (Rule(
         "self.minReplicas <= self.maxReplicas",
         "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas",
-    )]})
+        lambda s: "minReplicas" if s.min_replicas > s.max_replicas else None,
+    ),)
 
     min_replicas: int = Field(1, ge=1, le=1000, description="Fewest replicas the HPA keeps.")
     max_replicas: int = Field(ge=1, le=1000, description="Most replicas the HPA may create.")
@@ -31,9 +33,22 @@ class Resources(ApiModel):
     limits: dict[str, Quantity] | None = Field(None, description="e.g. {memory: 1Gi}")
 
 
+def _is_zero(value: int | str) -> bool:
+    return value in (0, "0%")
+
+
 class RollingUpdate(ApiModel):
-    max_surge: IntOrString = Field("100%", description="Extra pods of the new version during handover.")
-    max_unavailable: IntOrString = Field(0, description="Ready pods the handover may give up (int or %).")
+    rules = (Rule(
+        # int-or-string fields are dyn in CEL: compare each type on its own
+        "!((type(self.maxSurge) == int ? self.maxSurge == 0 : self.maxSurge == '0%') && "
+        "(type(self.maxUnavailable) == int ? self.maxUnavailable == 0 : self.maxUnavailable == '0%'))",
+        "spec.strategy.rollingUpdate: maxSurge and maxUnavailable must not both be 0 "
+        "(the handover could never start)",
+        lambda s: "maxSurge" if _is_zero(s.max_surge) and _is_zero(s.max_unavailable) else None,
+    ),)
+
+    max_surge: IntOrPercent = Field("100%", description="Extra pods of the new version during handover.")
+    max_unavailable: IntOrPercent = Field(0, description="Ready pods the handover may give up (int or %).")
 
 
 class CanaryStep(ApiModel):
@@ -43,6 +58,12 @@ class CanaryStep(ApiModel):
 
 
 class MetricQuery(ApiModel):
+    rules = (Rule(
+        "has(self.max) || has(self.min)",
+        "spec.strategy.canary.analysis.queries: each query needs max, min or both (the gate's bounds)",
+        lambda s: "max" if s.max is None and s.min is None else None,
+    ),)
+
     name: str = Field(min_length=1, max_length=63)
     query: str = Field(min_length=1, max_length=4096, description="PromQL; {{version}} is substituted.")
     max: float | None = Field(None, description="Fail the gate when the result is above this.")
@@ -56,14 +77,21 @@ class Analysis(ApiModel):
     queries: list[MetricQuery] = Field(default_factory=list, max_length=10, description="Raw PromQL gates.")
 
 
+def _first_not_increasing(steps: list[CanaryStep]) -> str | None:
+    bad = [i for i in range(1, len(steps)) if steps[i].weight <= steps[i - 1].weight]
+    return f"steps[{bad[0]}].weight" if bad else None
+
+
 class Canary(ApiModel):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        cel("self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight)) && "
-            "self.steps.map(s, s.weight).isSorted()",
-            "spec.strategy.canary.steps: weights must be strictly increasing", ".steps"),
-        cel("self.steps[size(self.steps) - 1].weight == 100",
-            "spec.strategy.canary.steps: the last step must have weight 100", ".steps"),
-    ]})
+    rules = (
+        Rule("self.steps.all(a, self.steps.exists_one(b, b.weight == a.weight)) && "
+             "self.steps.map(s, s.weight).isSorted()",
+             "spec.strategy.canary.steps: weights must be strictly increasing",
+             lambda s: _first_not_increasing(s.steps), ".steps"),
+        Rule("self.steps[size(self.steps) - 1].weight == 100",
+             "spec.strategy.canary.steps: the last step must have weight 100",
+             lambda s: f"steps[{len(s.steps) - 1}].weight" if s.steps[-1].weight != 100 else None, ".steps"),
+    )
 
     steps: list[CanaryStep] = Field(min_length=1, max_length=20, description="Traffic steps, ending at 100.")
     analysis: Analysis | None = Field(None, description="Metric gates; a failing gate rolls back.")
@@ -75,16 +103,20 @@ class BlueGreen(ApiModel):
 
 
 class Strategy(ApiModel):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
-        cel("!has(self.canary) || self.type == 'Canary'",
-            "spec.strategy.canary is only allowed when spec.strategy.type is Canary"),
-        cel("self.type != 'Canary' || has(self.canary)",
-            "spec.strategy.canary (with steps) is required when spec.strategy.type is Canary"),
-        cel("!has(self.blueGreen) || self.type == 'BlueGreen'",
-            "spec.strategy.blueGreen is only allowed when spec.strategy.type is BlueGreen"),
-        cel("!has(self.rollingUpdate) || self.type == 'RollingUpdate'",
-            "spec.strategy.rollingUpdate is only allowed when spec.strategy.type is RollingUpdate"),
-    ]})
+    rules = (
+        Rule("!has(self.canary) || self.type == 'Canary'",
+             "spec.strategy.canary is only allowed when spec.strategy.type is Canary",
+             lambda s: "canary" if s.canary is not None and s.type != "Canary" else None),
+        Rule("self.type != 'Canary' || has(self.canary)",
+             "spec.strategy.canary (with steps) is required when spec.strategy.type is Canary",
+             lambda s: "canary" if s.type == "Canary" and s.canary is None else None),
+        Rule("!has(self.blueGreen) || self.type == 'BlueGreen'",
+             "spec.strategy.blueGreen is only allowed when spec.strategy.type is BlueGreen",
+             lambda s: "blueGreen" if s.blue_green is not None and s.type != "BlueGreen" else None),
+        Rule("!has(self.rollingUpdate) || self.type == 'RollingUpdate'",
+             "spec.strategy.rollingUpdate is only allowed when spec.strategy.type is RollingUpdate",
+             lambda s: "rollingUpdate" if s.rolling_update is not None and s.type != "RollingUpdate" else None),
+    )
 
     type: StrategyType = Field("RollingUpdate", description="RollingUpdate (default), Canary or BlueGreen.")
     rolling_update: RollingUpdate | None = None
@@ -101,7 +133,7 @@ class Traffic(ApiModel):
 
 
 class ModelDeploymentSpec(ApiModel):
-    model_version: str = Field(min_length=1, max_length=253,
+    model_version: str = Field(min_length=1, max_length=63,
                                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
                                description="Name of the ModelVersion (same namespace) to serve.")
     replicas: int = Field(1, ge=0, le=1000, description="Serving pods (ignored while autoscaling is set).")
@@ -126,11 +158,11 @@ class VersionStatus(ApiModel):
 
 class ModelDeploymentStatus(ApiModel):
     phase: str | None = Field(None, description="Pending, Progressing, Ready, Degraded.")
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list, json_schema_extra=keyed_by("type"))
     observed_generation: int | None = None
     desired_version: str | None = None
     serving_version: str | None = None
-    versions: list[VersionStatus] = Field(default_factory=list)
+    versions: list[VersionStatus] = Field(default_factory=list, json_schema_extra=keyed_by("name"))
     replicas: int | None = None
     ready_replicas: int | None = None
     ready_text: str | None = Field(None, description="ready/desired, for kubectl get.")
@@ -143,6 +175,17 @@ class ModelDeploymentStatus(ApiModel):
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
 
 
+_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
 class ModelDeployment(Resource):
+    rules = (Rule(
+        "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        "metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting "
+        "with a letter): it names the ModelDeployment's Service",
+        lambda s: None if "name" not in s.metadata or (
+            len(str(s.metadata["name"])) <= 63 and _DNS_LABEL.match(str(s.metadata["name"]))) else "metadata.name",
+    ),)
+
     spec: ModelDeploymentSpec
     status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus)

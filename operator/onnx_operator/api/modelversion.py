@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from onnx_operator.api.base import ApiModel, Resource, cel
+from onnx_operator.api.base import ApiModel, Resource, Rule, keyed_by
 from onnx_operator.api.conditions import Condition
 
 DType = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
@@ -49,11 +49,12 @@ class RuntimeSettings(ApiModel):
 
 
 class ModelVersionSpec(ApiModel):
-    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [cel(
+    rules = (Rule(
         "self == oldSelf",
         "spec is immutable: a ModelVersion is one verified artifact; create a new ModelVersion "
         "and point the ModelDeployment's spec.modelVersion at it",
-    )]})
+        None,  # a transition rule: nothing to check on one object
+    ),)
 
     model: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$",
                        description="Logical model name, served as /v2/models/{model}.")
@@ -67,7 +68,8 @@ class ModelVersionSpec(ApiModel):
 
 class ModelVersionStatus(ApiModel):
     phase: Phase | None = Field(None, description="Pending, Verifying, Ready or Failed.")
-    conditions: list[Condition] = Field(default_factory=list, description="Verified.")
+    conditions: list[Condition] = Field(default_factory=list, description="Verified.",
+                                        json_schema_extra=keyed_by("type"))
     digest: str | None = Field(None, description="sha256:<hex> of the verified artifact.")
     size_bytes: int | None = Field(None, description="Size of the verified artifact.")
     signature: Signature | None = Field(None, description="Signature read from the model.")
@@ -76,5 +78,11 @@ class ModelVersionStatus(ApiModel):
 
 
 class ModelVersion(Resource):
+    rules = (Rule(
+        "size(self.metadata.name) <= 63",
+        "metadata.name must be at most 63 characters: it is used as a label value on serving pods",
+        lambda s: "metadata.name" if len(str(s.metadata.get("name", ""))) > 63 else None,
+    ),)
+
     spec: ModelVersionSpec
     status: ModelVersionStatus = Field(default_factory=ModelVersionStatus)

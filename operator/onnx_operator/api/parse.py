@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from onnx_operator.api.base import RuleViolation
 from onnx_operator.api.modeldeployment import ModelDeployment
 from onnx_operator.api.modelversion import ModelVersion
 
@@ -14,11 +15,21 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class InvalidSpec(ValueError):
-    """The object does not match the API; `field` is the path, e.g. spec.strategy.canary.steps[1]."""
+    """The object does not match the API; `field` is the path, e.g. spec.strategy.canary.steps[1].weight."""
 
     def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+        super().__init__(_message(field, problem))
         self.field, self.problem = field, problem
+
+
+def _message(field: str, problem: str) -> str:
+    """`field: problem`, where a rule message naming a parent of `field` names `field` itself instead."""
+    if problem.startswith(field):
+        return problem
+    head, sep, rest = problem.partition(":")
+    if sep and field.startswith(head):
+        return f"{field}:{rest}"
+    return f"{field}: {problem}"
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
@@ -33,7 +44,11 @@ def _parse(model: type[M], body: Mapping[str, Any]) -> M:
         return model.model_validate(dict(body))
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise InvalidSpec(_path(tuple(first["loc"])), first["msg"]) from exc
+        field = _path(tuple(first["loc"]))
+        cause = (first.get("ctx") or {}).get("error")
+        if isinstance(cause, RuleViolation):
+            raise InvalidSpec(f"{field}.{cause.path}" if field else cause.path, cause.message) from exc
+        raise InvalidSpec(field, first["msg"].removeprefix("Value error, ")) from exc
 
 
 def parse_model_version(body: Mapping[str, Any]) -> ModelVersion:

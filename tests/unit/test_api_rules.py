@@ -1,0 +1,156 @@
+"""The API's rules: each CEL rule has a Python twin, so parsing rejects what the API server rejects."""
+
+from typing import Any
+
+import pytest
+from onnx_operator import api
+from onnx_operator.api import InvalidSpec, ModelDeployment, ModelVersion, parse_model_deployment, parse_model_version
+from onnx_operator.api.base import ApiModel, Rule
+from onnx_operator.api.crdgen import generate_crds, render
+from pydantic import BaseModel
+
+SHA = "a" * 64
+
+
+def md(name: str = "web", **spec: Any) -> ModelDeployment:
+    return parse_model_deployment({"metadata": {"name": name, "namespace": "ns"},
+                                   "spec": {"modelVersion": "v1", **spec}})
+
+
+def mv(name: str = "v1") -> ModelVersion:
+    return parse_model_version({"metadata": {"name": name, "namespace": "ns"}, "spec": {
+        "model": "iris", "version": "1.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": SHA}}})
+
+
+def canary(*weights: int, **extra: Any) -> dict[str, Any]:
+    return {"type": "Canary", "canary": {"steps": [{"weight": w} for w in weights], **extra}}
+
+
+def models_with_rules() -> list[type[ApiModel]]:
+    seen: list[type[ApiModel]] = []
+    todo: list[type[BaseModel]] = [ModelDeployment, ModelVersion]
+    while todo:
+        model = todo.pop()
+        if issubclass(model, ApiModel) and model not in seen:
+            seen.append(model)
+            todo += [t for f in model.model_fields.values() for t in _models_in(f.annotation)]
+    return [m for m in seen if m.rules]
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in getattr(annotation, "__args__", ()) for m in _models_in(arg)]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [
+    ({"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}, "spec.autoscaling.minReplicas",
+     "spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas"),
+    ({"strategy": {"type": "RollingUpdate", "canary": {"steps": [{"weight": 100}]}}}, "spec.strategy.canary",
+     "spec.strategy.canary is only allowed when spec.strategy.type is Canary"),
+    ({"strategy": {"type": "Canary"}}, "spec.strategy.canary",
+     "spec.strategy.canary (with steps) is required when spec.strategy.type is Canary"),
+    ({"strategy": {"type": "Canary", "canary": {"steps": [{"weight": 100}]}, "blueGreen": {}}},
+     "spec.strategy.blueGreen", "spec.strategy.blueGreen is only allowed when spec.strategy.type is BlueGreen"),
+    ({"strategy": {"type": "BlueGreen", "rollingUpdate": {}}}, "spec.strategy.rollingUpdate",
+     "spec.strategy.rollingUpdate is only allowed when spec.strategy.type is RollingUpdate"),
+    ({"strategy": canary(10, 50, 50, 100)}, "spec.strategy.canary.steps[2].weight",
+     "spec.strategy.canary.steps[2].weight: weights must be strictly increasing"),
+    ({"strategy": canary(10, 50)}, "spec.strategy.canary.steps[1].weight",
+     "spec.strategy.canary.steps[1].weight: the last step must have weight 100"),
+    ({"strategy": canary(100, analysis={"queries": [{"name": "errors", "query": "up"}]})},
+     "spec.strategy.canary.analysis.queries[0].max",
+     "spec.strategy.canary.analysis.queries[0].max: each query needs max, min or both"),
+    ({"strategy": {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 0}}}, "spec.strategy.rollingUpdate.maxSurge",
+     "spec.strategy.rollingUpdate.maxSurge: maxSurge and maxUnavailable must not both be 0"),
+])
+def test_spec_breaking_a_rule_is_rejected_naming_the_field(spec: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        md(**spec)
+
+    assert err.value.field == field
+    assert str(err.value).startswith(message)
+
+
+def test_canary_weights_out_of_order_name_the_first_offending_step() -> None:
+    with pytest.raises(InvalidSpec) as err:
+        md(strategy=canary(50, 20, 100))
+
+    assert err.value.field == "spec.strategy.canary.steps[1].weight"
+
+
+@pytest.mark.parametrize("value", ["abc", "25", "-5%", -1, 1.5, True])
+def test_max_surge_takes_only_a_count_or_a_percentage(value: object) -> None:
+    with pytest.raises(InvalidSpec, match=r"^spec\.strategy\.rollingUpdate\.maxSurge: .* is not allowed: use a whole"):
+        md(strategy={"rollingUpdate": {"maxSurge": value}})
+
+
+def test_zero_surge_is_allowed_when_pods_may_become_unavailable() -> None:
+    rolling = md(strategy={"rollingUpdate": {"maxSurge": 0, "maxUnavailable": "25%"}}).spec.strategy.rolling_update
+
+    assert rolling is not None and (rolling.max_surge, rolling.max_unavailable) == (0, "25%")
+
+
+def test_resource_quantity_must_be_a_kubernetes_quantity() -> None:
+    with pytest.raises(InvalidSpec) as err:
+        md(resources={"limits": {"memory": "lots"}})
+
+    assert err.value.field == "spec.resources.limits.memory"
+
+
+@pytest.mark.parametrize("name", ["1web", "Web", "web-", "w" * 64])
+def test_model_deployment_name_must_be_a_dns_label_for_its_service(name: str) -> None:
+    with pytest.raises(InvalidSpec, match=r"metadata\.name must be a DNS-1035 label") as err:
+        md(name=name)
+
+    assert err.value.field == "metadata.name"
+
+
+def test_model_version_name_longer_than_a_label_value_is_rejected() -> None:
+    with pytest.raises(InvalidSpec, match=r"metadata\.name must be at most 63 characters"):
+        mv("m" * 64)
+
+
+def test_model_version_reference_longer_than_a_label_value_is_rejected() -> None:
+    with pytest.raises(InvalidSpec) as err:
+        md(modelVersion="v" * 64)
+
+    assert err.value.field == "spec.modelVersion"
+
+
+def test_every_rule_but_a_transition_rule_has_a_python_twin() -> None:
+    rules = [r for m in models_with_rules() for r in m.rules]
+
+    assert len(rules) >= 10
+    assert all(r.violation is not None or "oldSelf" in r.cel for r in rules)
+
+
+def test_every_rule_is_in_the_generated_crds() -> None:
+    text = "".join(render(c) for c in generate_crds().values())
+    schemas = [r.schema() for m in models_with_rules() for r in m.rules]
+
+    for crd in generate_crds().values():
+        assert "x-kubernetes-validations" in crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert all(s["rule"].split(" ")[0] in text for s in schemas)
+    assert len(schemas) == text.count("rule: ")
+
+
+def test_every_rule_message_names_a_field() -> None:
+    rules: list[Rule] = [r for m in models_with_rules() for r in m.rules]
+
+    assert all(r.message.startswith(("spec.", "spec ", "metadata.")) for r in rules)
+
+
+def test_status_conditions_are_a_list_keyed_by_type() -> None:
+    crd = generate_crds()["serving.onnx-operator.io_modeldeployments.yaml"]
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+
+    assert status["conditions"]["x-kubernetes-list-type"] == "map"
+    assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+    assert status["versions"]["x-kubernetes-list-map-keys"] == ["name"]
+
+
+def test_public_api_lists_exactly_its_exported_names() -> None:
+    exported = {n for n in dir(api) if not n.startswith("_") and not isinstance(getattr(api, n), type(api))}
+
+    assert sorted(api.__all__) == sorted(exported)
