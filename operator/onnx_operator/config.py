@@ -21,6 +21,10 @@ class OperatorConfig(BaseModel):
     field_manager: str = Field("onnx-operator", description="Server-side apply field manager.")
     serving_port: int = Field(8080, ge=1024, le=65535, description="Port the runtime server listens on.")
     verify_deadline_seconds: int = Field(600, ge=30, description="How long a verification Job may run.")
+    verify_backoff_limit: int = Field(2, ge=0, le=10, description="Retries of a verification Job whose "
+                                      "download failed (a bad checksum or model fails at once).")
+    verify_job_ttl_seconds: int = Field(3600, ge=0, description="How long a finished verification Job is kept "
+                                        "(its result is already in the ModelVersion's status).")
     resync_seconds: float = Field(300, ge=5, description="Safety-net re-reconcile interval per object.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     liveness_port: int | None = Field(None, ge=1, le=65535, description="Serve kopf's /healthz here.")

@@ -1,11 +1,17 @@
+import re
 from typing import Any
 
 import pytest
 from onnx_operator.api import InvalidSpec, parse_model_deployment, parse_model_version
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.names import bounded_name, deployment_name
-from onnx_operator.desired.serving import desired_deployment, desired_hpa, desired_service
-from onnx_operator.desired.verification import desired_verify_job, parse_verify_result, signature_mismatch
+from onnx_operator.desired.serving import desired_deployment, desired_hpa, desired_service, service_url
+from onnx_operator.desired.verification import (
+    PERMANENT_EXIT_CODES,
+    desired_verify_job,
+    parse_verify_result,
+    signature_mismatch,
+)
 
 CONFIG = OperatorConfig(runtime_image="registry.local/runtime:1")
 SHA = "a" * 64
@@ -100,3 +106,119 @@ def test_invalid_spec_names_the_field_path() -> None:
     with pytest.raises(InvalidSpec) as err:
         md(strategy={"type": "Canary", "canary": {"steps": [{"weight": 500}]}})
     assert err.value.field == "spec.strategy.canary.steps[0].weight"
+
+
+def test_serving_pod_probes_the_v2_health_endpoints_on_the_named_port() -> None:
+    server = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]
+
+    assert server["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_in_flight_requests_finish_inside_the_grace_period() -> None:
+    pod = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]
+    pre_stop = pod["containers"][0]["lifecycle"]["preStop"]
+
+    assert set(pre_stop) == {"sleep"}  # no shell in the image
+    assert 0 < pre_stop["sleep"]["seconds"] < pod["terminationGracePeriodSeconds"]
+
+
+def test_serving_pod_writes_only_to_its_empty_dirs() -> None:
+    pod = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+
+    assert mounts == {"/models": "models", "/tmp": "tmp"}
+    assert all("emptyDir" in volumes[name] for name in mounts.values())
+
+
+def test_serving_pod_carries_the_verified_digest() -> None:
+    verified = mv()
+    verified.status.digest = "sha256:" + "b" * 64
+
+    template = desired_deployment(md(), verified, CONFIG, 1)["spec"]["template"]
+
+    assert template["metadata"]["annotations"]["serving.onnx-operator.io/digest"] == "sha256:" + "b" * 64
+
+
+def test_serve_command_names_the_model_and_version() -> None:
+    args = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert args == ["serve", "--model-dir", "/models", "--name", "iris", "--version", "1.0.0",
+                    "--host", "0.0.0.0", "--port", "8080"]
+
+
+def test_resources_apply_to_the_fetching_init_container_too() -> None:
+    resources = {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}
+
+    pod = desired_deployment(md(resources=resources), mv(), CONFIG, 1)["spec"]["template"]["spec"]
+
+    assert pod["containers"][0]["resources"] == resources == pod["initContainers"][0]["resources"]
+
+
+def test_deployment_and_pods_carry_the_version_labels() -> None:
+    dep = desired_deployment(md(), mv(), CONFIG, 1)
+
+    assert dep["spec"]["selector"]["matchLabels"] == dep["spec"]["template"]["metadata"]["labels"] == {
+        "app.kubernetes.io/name": "onnx-model", "app.kubernetes.io/managed-by": "onnx-operator",
+        "app.kubernetes.io/component": "serving", "serving.onnx-operator.io/deployment": "web",
+        "serving.onnx-operator.io/version": "v1"}
+
+
+def test_service_maps_port_80_to_the_named_port_and_has_an_in_cluster_url() -> None:
+    svc = desired_service(md(), CONFIG)
+
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert service_url(md()) == "http://web.ns.svc.cluster.local"
+
+
+@pytest.mark.parametrize("mv_name", ["v1", "v" * 63, "model.v1.2", "a" * 30 + "-" + "b" * 32])
+def test_deployment_name_is_a_bounded_dns_subdomain(mv_name: str) -> None:
+    name = deployment_name("m" * 63, mv_name)
+
+    assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name)
+
+
+def test_verify_job_takes_its_retries_and_ttl_from_the_config() -> None:
+    config = OperatorConfig(verify_backoff_limit=1, verify_job_ttl_seconds=60, verify_deadline_seconds=120)
+
+    spec = desired_verify_job(mv(), config)["spec"]
+
+    assert (spec["backoffLimit"], spec["ttlSecondsAfterFinished"], spec["activeDeadlineSeconds"]) == (1, 60, 120)
+
+
+def test_verify_job_fails_at_once_on_failures_no_retry_can_fix() -> None:
+    from onnx_server import errors
+
+    rule = desired_verify_job(mv(), CONFIG)["spec"]["podFailurePolicy"]["rules"][0]
+    codes = {cls.reason: cls.exit_code for cls in vars(errors).values()
+             if isinstance(cls, type) and issubclass(cls, errors.ServerError) and cls is not errors.ServerError}
+
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["containerName"] == "verify"
+    assert sorted(PERMANENT_EXIT_CODES.values()) == rule["onExitCodes"]["values"]
+    assert all(codes[reason] == code for reason, code in PERMANENT_EXIT_CODES.items())
+    assert codes["FetchFailed"] not in rule["onExitCodes"]["values"]
+
+
+def test_verify_pod_meets_pod_security_restricted() -> None:
+    pod = desired_verify_job(mv(), CONFIG)["spec"]["template"]["spec"]
+    sc = pod["containers"][0]["securityContext"]
+
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert sc["runAsNonRoot"] and sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"]
+    assert sc["capabilities"] == {"drop": ["ALL"]} and sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_verify_job_name_is_stable_for_one_model_version() -> None:
+    assert desired_verify_job(mv(), CONFIG)["metadata"]["name"] == desired_verify_job(mv(), CONFIG)["metadata"]["name"]
+    assert desired_verify_job(mv(), CONFIG)["metadata"]["name"].startswith("verify-v1-")
+
+
+@pytest.mark.parametrize("reason", ["ChecksumMismatch", "FetchFailed", "InvalidModel", "UnsafePath", "TooLarge",
+                                    "InvalidArgument"])
+def test_each_known_verify_failure_keeps_its_reason(reason: str) -> None:
+    result = parse_verify_result(f'{{"reason":"{reason}","message":"detail"}}', 4)
+
+    assert (result.ok, result.reason, result.message) == (False, reason, "detail")

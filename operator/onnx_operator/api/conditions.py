@@ -26,6 +26,7 @@ ROLLOUT_COMPLETE = "RolloutComplete"
 REPLICAS_READY = "ReplicasReady"
 REPLICAS_NOT_READY = "ReplicasNotReady"
 AS_EXPECTED = "AsExpected"
+INVALID_ARGUMENT = "InvalidArgument"
 
 
 class Condition(ApiModel):

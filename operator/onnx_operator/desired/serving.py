@@ -71,8 +71,6 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
     }
-    if md.spec.resources:
-        container["resources"] = md.spec.resources.wire()
     fetch: Obj = {
         "name": "fetch-model",
         "image": config.runtime_image,
@@ -81,6 +79,9 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+    if md.spec.resources:
+        # the init container too: a namespace quota may demand limits on every container
+        container["resources"] = fetch["resources"] = md.spec.resources.wire()
     spec: Obj = {
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},

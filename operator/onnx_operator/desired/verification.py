@@ -21,7 +21,10 @@ from onnx_operator.desired.names import (
 WORK_DIR = "/work"
 TERMINATION_LOG = "/dev/termination-log"
 KNOWN_FAILURES = {reasons.CHECKSUM_MISMATCH, reasons.FETCH_FAILED, reasons.INVALID_MODEL,
-                  reasons.UNSAFE_PATH, reasons.TOO_LARGE, "InvalidArgument"}
+                  reasons.UNSAFE_PATH, reasons.TOO_LARGE, reasons.INVALID_ARGUMENT}
+# exit codes of `onnx-server verify` (onnx_server/errors.py) that no retry can fix: the Job fails at once
+PERMANENT_EXIT_CODES = {reasons.INVALID_ARGUMENT: 2, reasons.CHECKSUM_MISMATCH: 4, reasons.UNSAFE_PATH: 5,
+                        reasons.TOO_LARGE: 6, reasons.INVALID_MODEL: 7}
 
 
 def verify_labels(mv_name: str) -> dict[str, str]:
@@ -46,9 +49,11 @@ def desired_verify_job(mv: ModelVersion, config: OperatorConfig) -> Obj:
         "metadata": object_meta(verify_job_name(mv.name, str(mv.metadata["uid"])), mv.namespace, labels,
                                 owner_reference("ModelVersion", mv.metadata)),
         "spec": {
-            "backoffLimit": 2,
+            "backoffLimit": config.verify_backoff_limit,
+            "podFailurePolicy": {"rules": [{"action": "FailJob", "onExitCodes": {
+                "containerName": "verify", "operator": "In", "values": sorted(PERMANENT_EXIT_CODES.values())}}]},
             "activeDeadlineSeconds": config.verify_deadline_seconds,
-            "ttlSecondsAfterFinished": 3600,
+            "ttlSecondsAfterFinished": config.verify_job_ttl_seconds,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
