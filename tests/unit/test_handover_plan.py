@@ -1,3 +1,5 @@
+from hypothesis import given
+from hypothesis import strategies as st
 from onnx_operator.rollout.rolling import Observed, plan_handover, resolve
 
 
@@ -52,3 +54,36 @@ def test_percentages_round_like_deployments() -> None:
     assert resolve("25%", 3, round_up=True) == 1
     assert resolve("25%", 3, round_up=False) == 0
     assert resolve(2, 10, round_up=True) == 2
+
+
+def simulate(replicas: int, surge: int | str, unavailable: int | str, ready_order: list[bool]) -> list[int]:
+    """Runs the handover as the cluster would (old pods go at once, new pods turn Ready one at a time,
+    `ready_order` says for each round whether one does); returns the ready total after every plan."""
+    new, old = Observed("v2", 0, 0), Observed("v1", replicas, replicas)
+    totals = []
+    for becomes_ready in [*ready_order, *[True] * (2 * replicas + 2)]:
+        plan = plan_handover(replicas, surge, unavailable, new, [old] if old.replicas else [])
+        if plan.complete:
+            return totals
+        kept = plan.old_replicas.get("v1", 0)
+        old = Observed("v1", kept, min(old.ready, kept))
+        new = Observed("v2", plan.new_replicas, min(plan.new_replicas, new.ready + becomes_ready))
+        totals.append(new.ready + old.ready)
+    raise AssertionError(f"handover did not finish: new {new}, old {old}")
+
+
+@given(replicas=st.integers(1, 12), surge=st.sampled_from([1, 2, "25%", "100%"]),
+       unavailable=st.sampled_from([0, 1, "25%", "50%"]), ready_order=st.lists(st.booleans(), max_size=30))
+def test_ready_pods_never_drop_below_replicas_minus_max_unavailable(
+        replicas: int, surge: int | str, unavailable: int | str, ready_order: list[bool]) -> None:
+    floor = replicas - resolve(unavailable, replicas, round_up=False)
+
+    totals = simulate(replicas, surge, unavailable, ready_order)
+
+    assert min(totals, default=replicas) >= floor
+
+
+def test_handover_with_zero_surge_makes_room_by_giving_up_one_pod() -> None:
+    plan = plan_handover(4, 0, 1, None, [Observed("v1", 4, 4)])
+
+    assert (plan.new_replicas, plan.old_replicas) == (1, {"v1": 3})
