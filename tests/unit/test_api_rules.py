@@ -1,8 +1,10 @@
 """The API's rules: each CEL rule has a Python twin, so parsing rejects what the API server rejects."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from onnx_operator import api
 from onnx_operator.api import InvalidSpec, ModelDeployment, ModelVersion, parse_model_deployment, parse_model_version
 from onnx_operator.api.base import ApiModel, Rule
@@ -154,3 +156,18 @@ def test_public_api_lists_exactly_its_exported_names() -> None:
     exported = {n for n in dir(api) if not n.startswith("_") and not isinstance(getattr(api, n), type(api))}
 
     assert sorted(api.__all__) == sorted(exported)
+
+
+def example_resources() -> list[dict[str, Any]]:
+    paths = sorted((Path(__file__).resolve().parents[2] / "examples").rglob("*.yaml"))
+    docs = [d for p in paths for d in yaml.safe_load_all(p.read_text()) if d]
+    return [d for d in docs if d.get("kind") in ("ModelDeployment", "ModelVersion")]
+
+
+@pytest.mark.parametrize("doc", example_resources(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_example_resources_satisfy_the_api(doc: dict[str, Any]) -> None:
+    parse = parse_model_deployment if doc["kind"] == "ModelDeployment" else parse_model_version
+
+    parsed = parse({**doc, "metadata": {"namespace": "ns", **doc["metadata"]}})
+
+    assert parsed.name == doc["metadata"]["name"]
