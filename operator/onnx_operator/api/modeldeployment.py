@@ -175,16 +175,20 @@ class ModelDeploymentStatus(ApiModel):
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}})
 
 
-_DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _bad_service_name(metadata: dict[str, object]) -> str | None:
+    name = str(metadata.get("name", "x"))
+    return None if len(name) <= 63 and re.match(_DNS_LABEL, name) else "metadata.name"
 
 
 class ModelDeployment(Resource):
     rules = (Rule(
-        "size(self.metadata.name) <= 63 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+        f"size(self.metadata.name) <= 63 && self.metadata.name.matches('{_DNS_LABEL}')",
         "metadata.name must be a DNS-1035 label (at most 63 lowercase letters, digits and '-', starting "
         "with a letter): it names the ModelDeployment's Service",
-        lambda s: None if "name" not in s.metadata or (
-            len(str(s.metadata["name"])) <= 63 and _DNS_LABEL.match(str(s.metadata["name"]))) else "metadata.name",
+        lambda s: _bad_service_name(s.metadata),
     ),)
 
     spec: ModelDeploymentSpec
