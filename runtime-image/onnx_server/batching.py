@@ -30,9 +30,9 @@ class Batcher:
     """One queue, one worker task, one future per caller."""
 
     def __init__(self, run: RunFn, max_batch_size: int, max_delay_s: float,
-                 observe: Callable[[float, int, float], None] | None = None) -> None:
+                 observe: Callable[[list[float], int, float], None] | None = None) -> None:
         self.run, self.max_rows, self.max_delay = run, max_batch_size, max_delay_s
-        self.observe = observe or (lambda queue_s, size, infer_s: None)
+        self.observe = observe or (lambda queue_s, rows, infer_s: None)
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -50,26 +50,36 @@ class Batcher:
         return await pending.future
 
     async def _worker(self) -> None:
-        carry: _Pending | None = None
+        held: list[_Pending] = []  # taken from the queue but not fitting the last batch: first in line next
         while True:
-            first = carry or await self.queue.get()
-            carry = None
-            batch, rows = [first], first.rows
-            deadline = time.perf_counter() + self.max_delay
-            while rows < self.max_rows:
-                timeout = deadline - time.perf_counter()
-                if timeout <= 0:
-                    break
+            if not held:
+                held.append(await self.queue.get())
+            batch, rows, held = self._take(held)
+            while rows < self.max_rows and not self.queue.empty():
+                rows = self._offer(self.queue.get_nowait(), batch, rows, held)
+            deadline = batch[0].queued_at + self.max_delay
+            while rows < self.max_rows and (timeout := deadline - time.perf_counter()) > 0:
                 try:
                     nxt = await asyncio.wait_for(self.queue.get(), timeout)
                 except TimeoutError:
                     break
-                if rows + nxt.rows > self.max_rows or nxt.key != first.key:
-                    carry = nxt
-                    break
-                batch.append(nxt)
-                rows += nxt.rows
+                rows = self._offer(nxt, batch, rows, held)
             await self._run(batch, rows)
+
+    def _take(self, held: list[_Pending]) -> tuple[list[_Pending], int, list[_Pending]]:
+        batch, rows = [held[0]], held[0].rows
+        rest: list[_Pending] = []
+        for p in held[1:]:
+            rows = self._offer(p, batch, rows, rest)
+        return batch, rows, rest
+
+    def _offer(self, p: _Pending, batch: list[_Pending], rows: int, rest: list[_Pending]) -> int:
+        """Adds `p` to the batch when it fits (else to `rest`); returns the batch's rows."""
+        if p.key == batch[0].key and rows + p.rows <= self.max_rows:
+            batch.append(p)
+            return rows + p.rows
+        rest.append(p)
+        return rows
 
     async def _run(self, batch: list[_Pending], rows: int) -> None:
         start = time.perf_counter()
@@ -89,9 +99,8 @@ class Batcher:
             for p in batch:
                 await self._run([p], p.rows)
             return
-        infer = time.perf_counter() - start
+        self.observe([start - p.queued_at for p in batch], rows, time.perf_counter() - start)
         for p, result in zip(batch, results, strict=True):
-            self.observe(start - p.queued_at, rows, infer)
             if not p.future.done():
                 p.future.set_result(result)
 

@@ -84,7 +84,7 @@ class DataPlane:
         else:
             start = asyncio.get_running_loop().time()
             result = await asyncio.to_thread(self.model.run, req.inputs, req.outputs)
-            self.metrics.observe_batch(0.0, max(rows or {1}), asyncio.get_running_loop().time() - start)
+            self.metrics.observe_batch([0.0], max(rows or {1}), asyncio.get_running_loop().time() - start)
         size = sum(int(np.asarray(v).nbytes) for v in result.values())
         if size > self.settings.max_output_bytes:
             raise PayloadTooLarge(f"the outputs are {size} bytes; the limit is {self.settings.max_output_bytes}")

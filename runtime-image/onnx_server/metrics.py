@@ -26,8 +26,10 @@ class Metrics:
         self.in_flight = Gauge("onnx_server_in_flight_requests", "Inference requests being served", names,
                                registry=self.registry)
 
-    def observe_batch(self, queue_s: float, rows: int, infer_s: float) -> None:
-        self.queue.labels(**self.labels).observe(queue_s)
+    def observe_batch(self, queue_s: list[float], rows: int, infer_s: float) -> None:
+        """One onnxruntime run of `rows` rows, serving requests that waited `queue_s` each."""
+        for waited in queue_s:
+            self.queue.labels(**self.labels).observe(waited)
         self.batch_size.labels(**self.labels).observe(rows)
         self.inference.labels(**self.labels).observe(infer_s)
 

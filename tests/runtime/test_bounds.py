@@ -98,7 +98,7 @@ def test_malformed_parameters_and_values_get_400(small_body_server: ServerProces
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=4),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=4),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
         st.sampled_from(["name", "shape", "datatype", "data", "parameters", "binary_data_size", "inputs",
                          "outputs", "id", "binary_data", "binary_data_output"]), inner, max_size=4),
