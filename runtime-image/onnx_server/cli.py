@@ -9,33 +9,55 @@ from pathlib import Path
 from typing import Any
 
 from onnx_server.errors import InvalidArgument, ServerError
-from onnx_server.fetch import fetch
+from onnx_server.fetch import DEFAULT_MAX_BYTES, fetch
 
-MESSAGE_LIMIT = 4000
+MESSAGE_LIMIT = 4000  # bytes; Kubernetes keeps at most 4096 of a termination message
 
 
-def _write_message(path: str | None, payload: dict[str, Any]) -> str:
-    text = json.dumps(payload, separators=(",", ":"))
-    if len(text) > MESSAGE_LIMIT and "signature" in payload:
-        payload = {**payload, "signature": {"inputs": [], "outputs": []}, "signatureTruncated": True}
-        text = json.dumps(payload, separators=(",", ":"))
+def _dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def fit_message(payload: dict[str, Any], limit: int = MESSAGE_LIMIT) -> str:
+    """The payload as JSON of at most `limit` bytes, still valid: tensors are dropped from the end of the
+    signature (with "signatureTruncated": true), a failure message is shortened."""
+    text = _dumps(payload)
+    if len(text.encode()) <= limit:
+        return text
+    if "signature" in payload:
+        sig = {"inputs": list(payload["signature"]["inputs"]), "outputs": list(payload["signature"]["outputs"])}
+        short = {**payload, "signature": sig, "signatureTruncated": True}
+        while len(_dumps(short).encode()) > limit and (sig["outputs"] or sig["inputs"]):
+            (sig["outputs"] or sig["inputs"]).pop()
+        return _dumps(short)
+    message = str(payload.get("message", ""))
+    overflow = len(text.encode()) - limit
+    cut = message.encode()[:max(0, len(message.encode()) - overflow - 3)].decode("utf-8", "ignore")
+    return _dumps({**payload, "message": cut + "..."})
+
+
+def _report(path: str | None, payload: dict[str, Any]) -> None:
+    """Prints the whole result; writes the (bounded) termination message when asked."""
+    print(_dumps(payload))
     if path:
-        Path(path).write_text(text[:MESSAGE_LIMIT])
-    return text
+        Path(path).write_text(fit_message(payload))
+
+
+def _digest(sha256: str) -> str:
+    return f"sha256:{sha256.lower().removeprefix('sha256:')}"
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
-    target, size = fetch(args.uri, args.sha256, Path(args.dest), Path(args.pvc_root))
-    return {"path": str(target), "sizeBytes": size, "digest": f"sha256:{args.sha256.lower()}"}
+    target, size = fetch(args.uri, args.sha256, Path(args.dest), Path(args.pvc_root), args.max_bytes)
+    return {"path": str(target), "sizeBytes": size, "digest": _digest(args.sha256)}
 
 
 def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     from onnx_server.model import load_session, signature  # onnxruntime only where needed
 
-    target, size = fetch(args.uri, args.sha256, Path(args.dest), Path(args.pvc_root))
+    target, size = fetch(args.uri, args.sha256, Path(args.dest), Path(args.pvc_root), args.max_bytes)
     session = load_session(target)
-    return {"digest": f"sha256:{args.sha256.lower().removeprefix('sha256:')}", "sizeBytes": size,
-            "signature": signature(session)}
+    return {"digest": _digest(args.sha256), "sizeBytes": size, "signature": signature(session)}
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -88,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sha256", required=True, help="expected hex SHA-256 of the file")
         p.add_argument("--dest", default="/tmp/model", help="folder to write model.onnx into")
         p.add_argument("--pvc-root", default="/mnt/pvc", help="where pvc:// claims are mounted")
-        p.add_argument("--termination-message-path", help="also write the JSON result here")
+        p.add_argument("--termination-message-path", help="also write the JSON result here (at most 4000 bytes)")
+        p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="refuse larger artifacts (TooLarge)")
         p.set_defaults(run=cmd_fetch if name == "fetch" else cmd_verify)
     return parser
 
@@ -99,10 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.run(args)
     except ServerError as exc:
-        print(_write_message(msg_path, {"reason": exc.reason, "message": exc.message}))
+        _report(msg_path, {"reason": exc.reason, "message": exc.message})
         return exc.exit_code
     if result is not None:
-        print(_write_message(msg_path, result))
+        _report(msg_path, result)
     return 0
 
 

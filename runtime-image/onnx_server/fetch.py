@@ -55,11 +55,14 @@ def _read_file(path: Path) -> Iterator[bytes]:
         raise FetchFailed(f"cannot read {path}: {exc.strerror}") from exc
 
 
-def _read_http(uri: str, timeout: float) -> Iterator[bytes]:
+def _read_http(uri: str, timeout: float, max_bytes: int) -> Iterator[bytes]:
     try:
         with httpx.stream("GET", uri, timeout=timeout, follow_redirects=True) as resp:
             if resp.status_code != 200:
                 raise FetchFailed(f"GET {uri}: HTTP {resp.status_code}")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise TooLarge(f"{uri} is {declared} bytes; the limit is {max_bytes}")
             yield from resp.iter_bytes(CHUNK)
     except httpx.HTTPError as exc:
         raise FetchFailed(f"GET {uri}: {exc}") from exc
@@ -75,17 +78,22 @@ def _read_s3(uri: str) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError
     except ImportError as exc:
         raise FetchFailed("s3:// needs boto3 installed") from exc
+    from botocore.config import Config
+
+    # S3-compatible servers (MinIO, Ceph, ...) behind AWS_ENDPOINT_URL rarely have per-bucket host names
+    style = "path" if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") else "auto"
     try:
-        body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        client = boto3.client("s3", config=Config(s3={"addressing_style": style}, retries={"max_attempts": 3}))
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
         yield from body.iter_chunks(CHUNK)
     except (BotoCoreError, ClientError) as exc:
         raise FetchFailed(f"{uri}: {exc}") from exc
 
 
-def open_source(uri: str, pvc_root: Path, timeout: float = 60) -> Iterator[bytes]:
+def open_source(uri: str, pvc_root: Path, timeout: float = 60, max_bytes: int = DEFAULT_MAX_BYTES) -> Iterator[bytes]:
     scheme = urlparse(uri).scheme
     if scheme in ("https", "http"):
-        return _read_http(uri, timeout)
+        return _read_http(uri, timeout, max_bytes)
     if scheme == "s3":
         return _read_s3(uri)
     if scheme == "pvc":
@@ -103,13 +111,16 @@ def fetch(uri: str, sha256: str, dest: Path, pvc_root: Path = Path("/mnt/pvc"),
         raise InvalidArgument(f"--sha256 {sha256!r} is not a 64-character hex digest")
     if dest.is_symlink():
         raise UnsafePath(f"destination {dest} is a symlink")
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".fetch-", dir=dest)
+    except OSError as exc:
+        raise FetchFailed(f"cannot write into {dest}: {exc.strerror}") from exc
     digest, size = hashlib.sha256(), 0
-    fd, tmp_name = tempfile.mkstemp(prefix=".fetch-", dir=dest)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            for chunk in open_source(uri, pvc_root):
+            for chunk in open_source(uri, pvc_root, max_bytes=max_bytes):
                 size += len(chunk)
                 if size > max_bytes:
                     raise TooLarge(f"{uri} is larger than the limit of {max_bytes} bytes")

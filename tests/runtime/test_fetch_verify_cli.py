@@ -132,3 +132,63 @@ def test_model_larger_than_the_limit_is_refused(tmp_path: Path, model_file: tupl
 
 def test_checker_accepts_the_test_model() -> None:
     onnx.checker.check_model(onnx.load_from_string(make_model()))
+
+
+def wide_model(inputs: int) -> bytes:
+    """`inputs` inputs with long names, summed: a signature far over the 4 KiB termination message."""
+    names = [f"feature_with_a_rather_long_descriptive_name_{i:04d}" for i in range(inputs)]
+    graph = helper.make_graph([helper.make_node("Sum", names, ["total"])], "wide",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 1]) for n in names],
+                              [helper.make_tensor_value_info("total", TensorProto.FLOAT, ["batch", 1])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_a_large_signature_is_truncated_in_the_termination_message_only(tmp_path: Path) -> None:
+    src = tmp_path / "wide.onnx"
+    src.write_bytes(wide_model(200))
+    msg = tmp_path / "termination-log"
+
+    code, out = run("verify", "--uri", src.as_uri(), "--sha256", hashlib.sha256(src.read_bytes()).hexdigest(),
+                    "--dest", str(tmp_path / "d"), "--termination-message-path", str(msg))
+
+    written = json.loads(msg.read_bytes())
+    assert code == 0 and len(out["signature"]["inputs"]) == 200
+    assert len(msg.read_bytes()) <= 4000 and written["signatureTruncated"] is True
+    assert 0 < len(written["signature"]["inputs"]) < 200
+    assert written["signature"]["inputs"] == out["signature"]["inputs"][:len(written["signature"]["inputs"])]
+    assert written["digest"] == out["digest"]
+
+
+def test_a_long_failure_message_stays_valid_json_under_the_limit(tmp_path: Path) -> None:
+    msg = tmp_path / "termination-log"
+    missing = tmp_path / ("é" * 3000) / "m.onnx"
+
+    code, out = run("fetch", "--uri", missing.as_uri(), "--sha256", "a" * 64, "--dest", str(tmp_path / "d"),
+                    "--termination-message-path", str(msg))
+
+    written = json.loads(msg.read_bytes())
+    assert code == 3 and out["reason"] == written["reason"] == "FetchFailed"
+    assert len(msg.read_bytes()) <= 4000 and written["message"].endswith("...")
+
+
+def test_an_existing_model_survives_a_failed_fetch(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    path, _ = model_file
+    dest = tmp_path / "d"
+    dest.mkdir()
+    (dest / "model.onnx").write_bytes(b"the model that was there")
+
+    code, _ = run("fetch", "--uri", path.as_uri(), "--sha256", "1" * 64, "--dest", str(dest))
+
+    assert code == 4
+    assert (dest / "model.onnx").read_bytes() == b"the model that was there"
+    assert sorted(p.name for p in dest.iterdir()) == ["model.onnx"]
+
+
+def test_an_unwritable_destination_is_a_fetch_failure(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    path, sha = model_file
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+
+    code, out = run("fetch", "--uri", path.as_uri(), "--sha256", sha, "--dest", str(blocker / "d"))
+
+    assert code == 3 and out["reason"] == "FetchFailed" and "cannot write into" in out["message"]
