@@ -24,23 +24,29 @@ class BodyBudget:
     """Caps the request-body bytes held at once: a request reserves its (declared or largest) size first."""
 
     def __init__(self, capacity: int, wait_s: float) -> None:
-        self.capacity, self.wait_s, self.used = capacity, wait_s, 0
+        self.capacity, self.wait_s, self.used, self.waiters = capacity, wait_s, 0, 0
         self._changed = asyncio.Condition()
 
     @contextlib.asynccontextmanager
     async def reserve(self, size: int) -> AsyncIterator[None]:
-        async with self._changed:
+        if self.used + size > self.capacity:  # the common case (room left) needs no lock: one event loop
+            self.waiters += 1
             try:
-                await asyncio.wait_for(self._changed.wait_for(lambda: self.used + size <= self.capacity), self.wait_s)
+                async with self._changed:
+                    await asyncio.wait_for(self._changed.wait_for(lambda: self.used + size <= self.capacity),
+                                           self.wait_s)
             except TimeoutError:
                 raise Busy(f"{self.used} bytes of requests are being served; retry later") from None
-            self.used += size
+            finally:
+                self.waiters -= 1
+        self.used += size
         try:
             yield
         finally:
-            async with self._changed:
-                self.used -= size
-                self._changed.notify_all()
+            self.used -= size
+            if self.waiters:
+                async with self._changed:
+                    self._changed.notify_all()
 
 
 def reservation(request: Request, limit: int) -> int:
@@ -111,7 +117,7 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
 
     async def infer(request: Request) -> Response:
         start = time.perf_counter()
-        plane.metrics.in_flight.labels(**plane.metrics.labels).inc()
+        plane.metrics.in_flight_now.inc()
         code = 500
         try:
             check_model(request)
@@ -130,7 +136,7 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
             code = exc.status_code
             return error(exc)
         finally:
-            plane.metrics.in_flight.labels(**plane.metrics.labels).dec()
+            plane.metrics.in_flight_now.dec()
             plane.metrics.request_done(code, time.perf_counter() - start)
 
     async def metrics(_: Request) -> Response:

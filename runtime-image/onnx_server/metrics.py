@@ -26,16 +26,25 @@ class Metrics:
         self.in_flight = Gauge("onnx_server_in_flight_requests", "Inference requests being served", names,
                                registry=self.registry)
 
+        # the labelled series, looked up once (the lookup costs more than the update)
+        self.in_flight_now = self.in_flight.labels(**self.labels)
+        self._queue, self._batch_size = self.queue.labels(**self.labels), self.batch_size.labels(**self.labels)
+        self._inference, self._duration = self.inference.labels(**self.labels), self.duration.labels(**self.labels)
+        self._by_code: dict[int, Counter] = {}
+
     def observe_batch(self, queue_s: list[float], rows: int, infer_s: float) -> None:
         """One onnxruntime run of `rows` rows, serving requests that waited `queue_s` each."""
         for waited in queue_s:
-            self.queue.labels(**self.labels).observe(waited)
-        self.batch_size.labels(**self.labels).observe(rows)
-        self.inference.labels(**self.labels).observe(infer_s)
+            self._queue.observe(waited)
+        self._batch_size.observe(rows)
+        self._inference.observe(infer_s)
 
     def request_done(self, code: int, seconds: float) -> None:
-        self.requests.labels(**self.labels, code=str(code)).inc()
-        self.duration.labels(**self.labels).observe(seconds)
+        counter = self._by_code.get(code)
+        if counter is None:
+            counter = self._by_code[code] = self.requests.labels(**self.labels, code=str(code))
+        counter.inc()
+        self._duration.observe(seconds)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -57,8 +57,9 @@ def text_model() -> bytes:
          helper.make_tensor_sequence_value_info("seq", TensorProto.INT64, None)]))
 
 
-def small_cnn(channels: int = 16, size: int = 32, classes: int = 10) -> bytes:
-    """Two 3x3 convolutions with ReLU, global average pooling and a dense layer: `image` FP32
+def small_cnn(channels: int = 16, size: int = 32, classes: int = 10, dense_head: int = 0) -> bytes:
+    """Two 3x3 convolutions with ReLU, then global average pooling and a dense layer or, with
+    `dense_head` > 0, a VGG-style head (flatten, dense of that width, ReLU, dense): `image` FP32
     [batch, 3, size, size] -> `logits` [batch, classes]."""
     rng = np.random.default_rng(11)
 
@@ -70,13 +71,22 @@ def small_cnn(channels: int = 16, size: int = 32, classes: int = 10) -> bytes:
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
         helper.make_node("Relu", ["c2"], ["r2"]),
-        helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
-        helper.make_node("Flatten", ["pooled"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
     ]
     init = [weights("w1", channels, 3, 3, 3), weights("b1", channels),
-            weights("w2", 2 * channels, channels, 3, 3), weights("b2", 2 * channels),
-            weights("w3", classes, 2 * channels), weights("b3", classes)]
+            weights("w2", 2 * channels, channels, 3, 3), weights("b2", 2 * channels)]
+    if dense_head:
+        flat = 2 * channels * ((size + 1) // 2) ** 2
+        nodes += [helper.make_node("Flatten", ["r2"], ["flat"]),
+                  helper.make_node("Gemm", ["flat", "w3", "b3"], ["hidden"], transB=1),
+                  helper.make_node("Relu", ["hidden"], ["r3"]),
+                  helper.make_node("Gemm", ["r3", "w4", "b4"], ["logits"], transB=1)]
+        init += [weights("w3", dense_head, flat), weights("b3", dense_head),
+                 weights("w4", classes, dense_head), weights("b4", classes)]
+    else:
+        nodes += [helper.make_node("GlobalAveragePool", ["r2"], ["pooled"]),
+                  helper.make_node("Flatten", ["pooled"], ["flat"]),
+                  helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1)]
+        init += [weights("w3", classes, 2 * channels), weights("b3", classes)]
     return _model(helper.make_graph(
         nodes, "small_cnn",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])],
