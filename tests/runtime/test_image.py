@@ -54,18 +54,33 @@ def container(image: str) -> Iterator[str]:
     subprocess.run([*BUILDAH, "rm", ctr], capture_output=True, check=False)
 
 
-def test_image_serves_with_the_operators_container_args(image: str, container: str, tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    models.mkdir()
-    (models / "model.onnx").write_bytes(make_model())
-    os.chmod(tmp_path, 0o755)
-    port = free_port()
+def operator_args(port: int) -> list[str]:
+    """The serving container's args exactly as the operator generates them."""
     md = parse_model_deployment({"metadata": {"name": "web", "namespace": "ns", "uid": "u"},
                                  "spec": {"modelVersion": "v1", "runtime": {"threads": 1}}})
     mv = parse_model_version({"metadata": {"name": "v1", "namespace": "ns", "uid": "u2"},
                               "spec": {"model": "linear", "version": "1.0.0",
                                        "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
-    args = serve_args(md, mv, OperatorConfig(serving_port=port))
+    return serve_args(md, mv, OperatorConfig(serving_port=port))
+
+
+def model_folder(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "model.onnx").write_bytes(make_model())
+    os.chmod(tmp_path, 0o755)
+    return models
+
+
+def infer_once(port: int) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{port}/v2/models/linear/infer", json={"inputs": [
+        {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+
+
+def test_image_serves_with_the_operators_container_args(image: str, container: str, tmp_path: Path) -> None:
+    models = model_folder(tmp_path)
+    port = free_port()
+    args = operator_args(port)
     entrypoint = inspect(image)["Entrypoint"]
     proc = subprocess.Popen(
         [*BUILDAH, "run", "--isolation", "chroot", "--network", "host", "--user", "65532:65532",
@@ -76,8 +91,7 @@ def test_image_serves_with_the_operators_container_args(image: str, container: s
         wait_for("the containerised server", lambda: proc.poll() is None and httpx.get(
             f"{url}/v2/health/ready", timeout=2).status_code == 200, timeout=120)
 
-        resp = httpx.post(f"{url}/v2/models/linear/infer", json={"inputs": [
-            {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
+        resp = infer_once(port)
 
         assert resp.status_code == 200
         out = resp.json()["outputs"][0]
@@ -86,3 +100,47 @@ def test_image_serves_with_the_operators_container_args(image: str, container: s
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+
+READ_ONLY_ROOT = r"""
+set -eu
+root=$1; models=$2; shift 2
+mount --bind "$root" "$root" && mount -o remount,bind,ro "$root"
+mount -t tmpfs -o size=64m,mode=1777 tmpfs "$root/tmp"
+mount --rbind /dev "$root/dev"
+mount -t proc proc "$root/proc"
+mount --bind "$models" "$root/models" && mount -o remount,bind,ro "$root/models"
+if chroot "$root" /opt/venv/bin/python -c "open('/probe', 'w')" 2>/dev/null; then echo "root is writable"; exit 90; fi
+exec chroot --userspec=65532:65532 "$root" "$@"
+"""
+
+
+@pytest.fixture()
+def rootfs(container: str) -> Iterator[str]:
+    path = subprocess.run([*BUILDAH, "mount", container], check=True, capture_output=True, text=True).stdout.strip()
+    yield path
+    subprocess.run([*BUILDAH, "umount", container], capture_output=True, check=False)
+
+
+def test_image_serves_from_a_read_only_root_with_only_tmp_writable(image: str, rootfs: str, tmp_path: Path) -> None:
+    # what a pod with readOnlyRootFilesystem and an emptyDir on /tmp gives: a private mount namespace
+    # with the image's root bind-mounted read-only, then the entrypoint as uid 65532
+    models = model_folder(tmp_path)
+    port = free_port()
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen(
+        ["unshare", "--mount", "--fork", "sh", "-c", READ_ONLY_ROOT, "sh", rootfs, str(models),
+         *inspect(image)["Entrypoint"], *operator_args(port)],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("the server on a read-only root", lambda: proc.poll() is None and httpx.get(
+            f"http://127.0.0.1:{port}/v2/health/ready", timeout=2).status_code == 200, timeout=120)
+
+        resp = infer_once(port)
+
+        assert resp.status_code == 200 and resp.json()["outputs"][0]["shape"] == [1, 2]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode != 90, log.read_text()
