@@ -7,7 +7,6 @@ import json
 import signal
 import struct
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.cluster.harness import wait_for
 from tests.models import make_model
 from tests.runtime.conftest import ServerProcess, model_dir
 
@@ -165,7 +165,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
     t = threading.Thread(target=lambda: result.setdefault(
         "code", httpx.post(srv.infer_url, json=infer_json(X[:1]), timeout=30).status_code))
     t.start()
-    time.sleep(0.5)  # the request now waits in the batch queue
+    wait_for("the request to wait in the batch queue", lambda: 'onnx_server_in_flight_requests{model="linear",'
+             'version="1.0.0"} 1.0' in httpx.get(f"{srv.url}/metrics").text, timeout=10, interval=0.05)
 
     srv.proc.send_signal(signal.SIGTERM)
 
