@@ -147,3 +147,18 @@ def test_an_unready_canary_is_looked_at_again_when_its_deadline_passes() -> None
     d = decide(md({"servingVersion": "v1", "rollout": state}), {"v1": Observed("v1", 9, 9), "v2": Observed("v2", 1, 0)},
                10, None, [], None, T1)
     assert d.requeue == 91  # deadline 120 s, 30 s elapsed
+
+
+def test_a_promotion_before_the_step_is_ready_waits_until_it_is() -> None:
+    state = {"version": "v2", "from": "v1", "stepIndex": 1, "stepStartedAt": T0, "startedAt": T0}
+    not_ready = {"v1": Observed("v1", 5, 5), "v2": Observed("v2", 5, 3)}
+    early = decide(md({"servingVersion": "v1", "rollout": state}), not_ready, 10, None, [], ("promote", "p@1"), T1)
+    assert early.rollout["stepIndex"] == 1 and early.rollout.get("lastAction") is None
+    later = decide(md({"servingVersion": "v1", "rollout": early.rollout}), obs(v1=5, v2=5), 10, None, [],
+                   ("promote", "p@1"), T1)
+    assert later.rollout["stepIndex"] == 2 and later.rollout["lastAction"] == "p@1"
+
+
+def test_an_action_written_before_a_rollout_starts_is_ignored() -> None:
+    d = decide(md({"servingVersion": "v1"}), obs(v1=10), 10, None, [], ("promote-full", "old@1"), T0)
+    assert d.rollout["stepIndex"] == 0 and d.rollout["lastAction"] == "old@1"

@@ -27,6 +27,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/* Exactly what the operator calls: read its resources, write their status, own serving workloads. */}}
+{{/* Cluster-scoped in every mode: kopf watches CRDs to notice resources appearing (e.g. Gateway API). */}}
+{{- define "onnx-operator.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["list", "watch"]
+{{- end -}}
+
 {{- define "onnx-operator.rules" -}}
 - apiGroups: ["serving.onnx-operator.io"]
   resources: ["modelversions", "modeldeployments"]
@@ -55,4 +62,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: ["httproutes"]
+  verbs: ["get", "patch"]
 {{- end -}}

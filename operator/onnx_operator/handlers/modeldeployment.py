@@ -30,6 +30,7 @@ from onnx_operator.desired.serving import (
     desired_service,
     service_url,
 )
+from onnx_operator.desired.traffic import ROLES, desired_role_service, role_service_name, weighted_rules
 from onnx_operator.handlers.context import Context, live_status, now
 from onnx_operator.handlers.gates import evaluate_gates
 from onnx_operator.metrics import ROLLOUTS
@@ -39,6 +40,7 @@ from onnx_operator.rollout.status import Problem, compute_status
 
 LOG = logging.getLogger(__name__)
 KIND = "ModelDeployment"
+HTTPROUTE_API = "gateway.networking.k8s.io/v1"
 Obj = dict[str, Any]
 
 
@@ -110,6 +112,42 @@ class Applier:
         for version, hpa in self.hpas.items():
             if md.spec.autoscaling is None or not d.replicas.get(version or ""):
                 kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ns, hpa["metadata"]["name"])
+        self._traffic(d)
+
+    def _traffic(self, d: Decision) -> None:
+        """With spec.traffic.httpRoute: exact weights on `<md>-stable` / `<md>-canary` backendRefs."""
+        md, kube, ns = self.md, self.kube, self.md.namespace
+        route_ref = md.spec.traffic.http_route if md.spec.traffic else None
+        if route_ref is None:
+            for role in ROLES:
+                if kube.get("v1", "Service", ns, role_service_name(md.name, role)) is not None:
+                    kube.delete("v1", "Service", ns, role_service_name(md.name, role))
+            return
+        rollout = d.rollout or {}
+        new = md.spec.model_version
+        stable = str(rollout.get("from")) if rollout.get("version") and rollout.get("from") else (d.serving or new)
+        canary = new if rollout.get("version") else stable
+        for role, version in (("stable", stable), ("canary", canary)):
+            kube.ensure(desired_role_service(md, role, version),
+                        kube.get("v1", "Service", ns, role_service_name(md.name, role)))
+        route = kube.get(HTTPROUTE_API, "HTTPRoute", ns, route_ref.name)
+        if route is None:
+            LOG.warning("HTTPRoute %s/%s of %s not found: weights not set", ns, route_ref.name, md.name)
+            return
+        rules = weighted_rules(route, md.name, self._canary_weight(d, rollout))
+        if rules != (route.get("spec") or {}).get("rules"):
+            kube.merge_patch(HTTPROUTE_API, "HTTPRoute", ns, route_ref.name, {"spec": {"rules": rules}})
+
+    def _canary_weight(self, d: Decision, rollout: dict[str, Any]) -> int:
+        if not rollout.get("version"):
+            return 0
+        if self.md.spec.strategy.type == "Canary":
+            return int(rollout.get("weight", 0))
+        if self.md.spec.strategy.type == "BlueGreen":
+            return 100 if rollout.get("switchedAt") else 0
+        ready = {v: int((dep.get("status") or {}).get("readyReplicas") or 0) for v, dep in self.deps.items()}
+        total = sum(ready.values())
+        return round(100 * ready.get(self.md.spec.model_version, 0) / total) if total else 0
 
     def _deployment(self, version: str, replicas: int) -> None:
         md, kube, ns, auto = self.md, self.kube, self.md.namespace, self.md.spec.autoscaling

@@ -10,11 +10,13 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError
+from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
 
 from onnx_operator.kube.drift import is_satisfied, merge_patch
 
 LOG = logging.getLogger(__name__)
+# every call is bounded: a hung connection must fail the reconcile (retried), never block it forever
+TIMEOUT = (5, 30)
 
 Obj = dict[str, Any]
 
@@ -43,17 +45,25 @@ class Kube:
         return cls(k8s.ApiClient(configuration), field_manager)
 
     def _resource(self, api_version: str, kind: str) -> Any:
-        return self.dyn.resources.get(api_version=api_version, kind=kind)
+        try:
+            return self.dyn.resources.get(api_version=api_version, kind=kind)
+        except ResourceNotFoundError:
+            # a CRD installed after start (e.g. Gateway API): refresh discovery once
+            self.dyn.resources.invalidate_cache()
+            return self.dyn.resources.get(api_version=api_version, kind=kind)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
+        """The object, or None when it (or its kind) does not exist."""
         try:
-            return dict(self._resource(api_version, kind).get(name=name, namespace=namespace).to_dict())
-        except NotFoundError:
+            found = self._resource(api_version, kind).get(name=name, namespace=namespace, _request_timeout=TIMEOUT)
+            return dict(found.to_dict())
+        except (NotFoundError, ResourceNotFoundError):
             return None
 
     def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[Obj]:
         selector = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or None
-        result = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector)
+        result = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector,
+                                                       _request_timeout=TIMEOUT)
         return [dict(item) for item in result.to_dict().get("items", [])]
 
     def apply(self, obj: Obj) -> Obj:
@@ -61,7 +71,7 @@ class Kube:
         meta = obj["metadata"]
         result = self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
             body=obj, name=meta["name"], namespace=meta.get("namespace"),
-            field_manager=self.field_manager, force_conflicts=True,
+            field_manager=self.field_manager, force_conflicts=True, _request_timeout=TIMEOUT,
         )
         LOG.info("Applied %s %s/%s", obj["kind"], meta.get("namespace"), meta["name"])
         return dict(result.to_dict())
@@ -78,7 +88,8 @@ class Kube:
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            self._resource(api_version, kind).delete(name=name, namespace=namespace, body=body)
+            self._resource(api_version, kind).delete(name=name, namespace=namespace, body=body,
+                                                    _request_timeout=TIMEOUT)
         except (NotFoundError, ConflictError):
             return False
         LOG.info("Deleted %s %s/%s", kind, namespace, name)
@@ -88,14 +99,20 @@ class Kube:
         """Sets replicas through the scale subresource (leaves the rest of the object alone)."""
         resource = self._resource(api_version, kind).subresources["scale"]
         resource.patch(body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
-                       content_type="application/merge-patch+json")
+                       content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
         LOG.info("Scaled %s %s/%s to %d", kind, namespace, name, replicas)
+
+    def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> None:
+        """A JSON merge patch of an object we do not own whole (e.g. a user's HTTPRoute weights)."""
+        self._resource(api_version, kind).patch(body=body, name=name, namespace=namespace,
+                                                content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
+        LOG.info("Patched %s %s/%s", kind, namespace, name)
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, old: Obj, new: Obj) -> None:
         """Moves the status subresource (never the spec) from `old` to `new` with one merge patch."""
         resource = self._resource(api_version, kind).subresources["status"]
         resource.patch(body={"status": merge_patch(old, new)}, name=name, namespace=namespace,
-                       content_type="application/merge-patch+json")
+                       content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
 
     def event(self, regarding: Obj, type_: str, reason: str, message: str) -> None:
         """Records a core/v1 Event about `regarding` (one per call; callers emit on change only)."""
@@ -114,6 +131,6 @@ class Kube:
             "source": {"component": self.component}, "reportingComponent": self.component,
         }
         try:
-            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"])
+            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], _request_timeout=TIMEOUT)
         except Exception as exc:
             LOG.warning("Could not record Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)

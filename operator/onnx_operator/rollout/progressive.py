@@ -56,6 +56,7 @@ class Decision:
     rolled_back: tuple[str, str] | None = None  # (reason, message) of the last rollback, if any
     requeue: float | None = None
     complete: bool = False
+    pending_action: str | None = None  # the annotation value a promotion marks handled when carried out
 
 
 def parse_action(value: str | None) -> tuple[str, str] | None:
@@ -106,7 +107,7 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
     handled = prev.get("lastAction")
     act = action[0] if action and action[1] != handled else None
     d = Decision(replicas={}, active=None, history=list(status.history), failed=list(status.failed_versions),
-                 serving=stable)
+                 serving=stable, pending_action=action[1] if action else None)
     if prev.get("version") and prev["version"] != desired:  # the spec moved on mid-rollout
         _finish(d, md, prev, SUPERSEDED, f"spec.modelVersion changed to {desired}", now)
     if prev.get("blockedVersion") == desired:
@@ -121,10 +122,14 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
     if not state:
         state = {"version": desired, "from": stable, "digest": digest, "strategy": spec.strategy.type,
                  "startedAt": now, "stepIndex": 0, "stepStartedAt": now, "paused": False}
+        # an action written before this rollout began is not meant for it
+        handled = action[1] if action else handled
+        act = None
         d.events.append(("Normal", "RolloutStarted", f"rolling out {desired} over {stable} ({spec.strategy.type})"))
     if handled is not None:
         state.setdefault("lastAction", handled)
-    if act:
+    promoting = act in ("promote", "promote-full")
+    if act and not promoting:  # a promotion is marked handled only once it is carried out
         state["lastAction"] = action[1] if action else None
         if act == "abort":
             return _rollback(d, md, state, stable, replicas, ABORTED, "aborted by a user", now, result=ABORTED)
@@ -180,7 +185,8 @@ def _succeed(d: Decision, md: ModelDeployment, state: dict[str, Any], replicas: 
     _finish(d, md, state, SUCCEEDED, "all gates passed", now)
     d.replicas = {version: replicas}
     d.serving, d.active, d.preview = version, version if md.spec.strategy.type == "BlueGreen" else None, None
-    d.rollout = {"lastAction": state.get("lastAction")} if state.get("lastAction") else None
+    last = d.pending_action or state.get("lastAction")  # nothing left for a pending action to act on
+    d.rollout = {"lastAction": last} if last else None
     d.complete = True
     d.events.append(("Normal", "RolloutSucceeded", f"{version} serves all traffic"))
     return d
@@ -230,6 +236,8 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
                 d.requeue = max(1.0, wait - held)
         elif index == len(steps) - 1:
             advance = True  # the final 100% step completes once ready
+    if advance and act in ("promote", "promote-full"):
+        state["lastAction"] = d.pending_action
     if advance and index == len(steps) - 1:
         return _succeed(d, md, state, replicas, now)
     if advance:
@@ -267,6 +275,8 @@ def _blue_green(d: Decision, md: ModelDeployment, state: dict[str, Any], stable:
         d.requeue = max(1.0, delay - waited)
         return d
     if ready and not state.get("paused") and (act in ("promote", "promote-full") or (bg and bg.auto_promote)):
+        if act in ("promote", "promote-full"):
+            state["lastAction"] = d.pending_action
         state["switchedAt"] = now
         state["awaitingPromotion"] = False
         d.events.append(("Normal", "Switched", f"the Service now sends all traffic to {version}"))
