@@ -21,7 +21,6 @@ from tests.e2e.helpers import (
     rollout,
     serving_deployments,
     two_versions,
-    wait_condition,
     wait_ready,
     wait_until,
 )
@@ -66,7 +65,14 @@ def test_canary_that_never_becomes_ready_is_rolled_back(
     cluster.apply(model_deployment("web", "v2", **base, podAnnotations={"kwok.onnx-operator.io/fail": "not-ready"}),
                   namespace)
 
-    md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=90)
+    stable_sizes = []
+
+    def rolled_back() -> bool:
+        stable_sizes.append(replicas_by_version(cluster, namespace, "web").get("v1", 0))
+        return condition(get(cluster, "md", namespace, "web"), "RolledBack").get("status") == "True"
+    wait_for("the rollback", rolled_back, timeout=90)
+    assert min(stable_sizes) == 3, f"stable dropped below its size while the canary was never ready: {stable_sizes}"
+    md = get(cluster, "md", namespace, "web")
     status = md["status"]
     assert condition(md, "RolledBack")["reason"] == "ProgressDeadlineExceeded"
     assert condition(md, "Degraded")["status"] == "True"

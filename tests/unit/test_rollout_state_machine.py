@@ -29,7 +29,7 @@ def test_canary_replicas_round_up() -> None:
 
 def test_canary_starts_at_the_first_step_weight() -> None:
     d = decide(md({"servingVersion": "v1"}), obs(v1=10), 10, "sha256:x", [], None, T0)
-    assert d.replicas == {"v2": 1, "v1": 9}
+    assert d.replicas == {"v2": 1, "v1": 10}, "stable keeps its size until canary pods are Ready"
     assert d.rollout["stepIndex"] == 0 and d.rollout["from"] == "v1"
     assert d.events[0][1] == "RolloutStarted" and d.serving == "v1"
 
@@ -39,7 +39,7 @@ def test_step_with_pause_advances_after_the_pause_once_ready() -> None:
     early = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [], None, T1)
     late = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [], None, T5M)
     assert early.rollout["stepIndex"] == 0 and early.requeue == 30
-    assert late.rollout["stepIndex"] == 1 and late.replicas == {"v2": 5, "v1": 5}
+    assert late.rollout["stepIndex"] == 1 and late.replicas == {"v2": 5, "v1": 9}
 
 
 def test_step_without_pause_waits_for_promotion() -> None:
@@ -162,3 +162,10 @@ def test_a_promotion_before_the_step_is_ready_waits_until_it_is() -> None:
 def test_an_action_written_before_a_rollout_starts_is_ignored() -> None:
     d = decide(md({"servingVersion": "v1"}), obs(v1=10), 10, None, [], ("promote-full", "old@1"), T0)
     assert d.rollout["stepIndex"] == 0 and d.rollout["lastAction"] == "old@1"
+
+
+def test_stable_shrinks_only_for_ready_canary_pods() -> None:
+    state = {"version": "v2", "from": "v1", "stepIndex": 1, "stepStartedAt": T0, "startedAt": T0}
+    seen = {"v1": Observed("v1", 10, 10), "v2": Observed("v2", 5, 2)}
+    partly = decide(md({"servingVersion": "v1", "rollout": state}), seen, 10, None, [], None, T1)
+    assert partly.replicas == {"v2": 5, "v1": 8}

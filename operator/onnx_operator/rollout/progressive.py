@@ -253,7 +253,9 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
     state["weight"] = steps[state["stepIndex"]].weight
     d.replicas = {version: canary}
     if stable:
-        d.replicas[stable] = replicas - canary
+        # stable gives up a pod only for a Ready canary pod: it never drops below its size for pods
+        # that may never become Ready (surge first, as a rolling update does)
+        d.replicas[stable] = replicas - min(canary, new.ready if new else 0)
     d.rollout = state
     return d
 
