@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import onnxruntime as ort
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import wait_for  # noqa: E402
+from tests.cluster.harness import terminate, wait_for  # noqa: E402
 from tests.models import make_model  # noqa: E402
 from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
 from tests.runtime.models import small_cnn  # noqa: E402
@@ -149,12 +148,7 @@ class KServeProcess:
             return False
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc)
 
 
 def measure(port: int, request: bytes, seconds: float, concurrency: int) -> dict[str, float]:

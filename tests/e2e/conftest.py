@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from tests.cluster.harness import ClusterHandle, terminate, wait_for
 from tests.models import make_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,13 +55,8 @@ class OperatorProcess:
         log.close()
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc, sig, timeout=20)
         self.proc = None
 
     def restart(self, sig: int = signal.SIGKILL) -> None:

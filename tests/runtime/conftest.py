@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster.harness import wait_for
+from tests.cluster.harness import terminate, wait_for
 from tests.models import make_model
 
 
@@ -45,14 +44,7 @@ class ServerProcess:
         return f"{self.url}/v2/models/{self.name}/infer"
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return int(self.proc.returncode)
+        return terminate(self.proc)
 
 
 def model_dir(tmp: Path, data: bytes) -> Path:
