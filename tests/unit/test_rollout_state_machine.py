@@ -35,11 +35,26 @@ def test_canary_starts_at_the_first_step_weight() -> None:
 
 
 def test_step_with_pause_advances_after_the_pause_once_ready() -> None:
-    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "startedAt": T0}
-    early = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [], None, T1)
-    late = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [], None, T5M)
+    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "stepReadyAt": T0, "startedAt": T0}
+    early = decide(md({"servingVersion": "v1", "rollout": dict(state)}), obs(v1=9, v2=1), 10, None, [], None, T1)
+    late = decide(md({"servingVersion": "v1", "rollout": dict(state)}), obs(v1=9, v2=1), 10, None, [], None, T5M)
     assert early.rollout["stepIndex"] == 0 and early.requeue == 30
     assert late.rollout["stepIndex"] == 1 and late.replicas == {"v2": 5, "v1": 9}
+    assert "stepReadyAt" not in late.rollout, "the next step's pause starts when its own pods are Ready"
+
+
+def test_pause_counts_from_when_the_step_became_ready_not_from_when_it_started() -> None:
+    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "startedAt": T0}
+    not_ready = decide(md({"servingVersion": "v1", "rollout": dict(state)}), {"v1": Observed("v1", 10, 10),
+                       "v2": Observed("v2", 1, 0)}, 10, None, [], None, T1)
+    assert "stepReadyAt" not in not_ready.rollout and not_ready.replicas == {"v2": 1, "v1": 10}
+
+    first_ready = decide(md({"servingVersion": "v1", "rollout": not_ready.rollout}), obs(v1=10, v2=1), 10, None, [],
+                         None, T5M)
+
+    assert first_ready.rollout["stepIndex"] == 0 and first_ready.rollout["stepReadyAt"] == T5M
+    assert first_ready.replicas == {"v2": 1, "v1": 9}, "the 10% split is served for the whole pause"
+    assert first_ready.requeue == 60
 
 
 def test_step_without_pause_waits_for_promotion() -> None:
@@ -100,7 +115,7 @@ def test_abort_returns_all_traffic_to_stable() -> None:
 
 
 def test_pause_holds_the_step_until_resumed() -> None:
-    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "startedAt": T0}
+    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "stepReadyAt": T0, "startedAt": T0}
     paused = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [],
                     ("pause", "pause@1"), T5M)
     assert paused.rollout["paused"] and paused.rollout["stepIndex"] == 0

@@ -53,8 +53,8 @@ class RollingUpdate(ApiModel):
 
 class CanaryStep(ApiModel):
     weight: int = Field(ge=1, le=100, description="Percent of traffic (replicas) on the new version.")
-    pause: str | None = Field(None, pattern=DURATION, description="How long to hold this step (e.g. 2m); "
-                              "absent: hold until promoted.")
+    pause: str | None = Field(None, pattern=DURATION, description="How long to hold this step once its "
+                              "pods are Ready (e.g. 2m); absent: hold until promoted.")
 
 
 class MetricQuery(ApiModel):

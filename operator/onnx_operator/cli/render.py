@@ -32,6 +32,10 @@ def render_status(md: dict[str, Any]) -> list[str]:
             weight = int(rollout.get("weight", 0))
             lines.append(f"rollout {rollout.get('from')} -> {rollout['version']}: step {step}/{count} "
                          f"{progress_bar(weight / 100)} {weight}%")
+            steps = ((spec.get("strategy") or {}).get("canary") or {}).get("steps") or []
+            pause = steps[step - 1].get("pause") if step <= len(steps) else None
+            if pause and rollout.get("stepReadyAt"):
+                lines.append(f"holding {weight}% for {pause} from {rollout['stepReadyAt']} (its pods are Ready)")
         else:
             lines.append(f"rollout {rollout.get('from')} -> {rollout['version']} ({strategy})"
                          + (" switched" if rollout.get("switchedAt") else ""))

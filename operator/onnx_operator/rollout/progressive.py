@@ -224,7 +224,10 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
     canary = canary_replicas(step.weight, replicas)
     new = observed.get(version)
     ready = bool(new and new.updated and new.ready >= canary)
-    held = seconds_between(str(state.get("stepStartedAt", now)), now)
+    if ready and not state.get("stepReadyAt"):
+        # a step's pause counts from when its weight is really served, not from when it was asked for
+        state["stepReadyAt"] = now
+    held = seconds_between(str(state.get("stepReadyAt", now)), now)
     advance = False
     if ready and not state.get("paused"):
         if act in ("promote", "promote-full"):
@@ -243,6 +246,7 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
     if advance:
         index += 1
         state["stepStartedAt"] = now
+        state.pop("stepReadyAt", None)
         d.events.append(("Normal", "StepAdvanced", f"{version}: step {index + 1}/{len(steps)} "
                          f"at weight {steps[index].weight}%"))
         canary = canary_replicas(steps[index].weight, replicas)
