@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## create the virtualenv with every extra
 
-cluster-bin: venv ## build (or reuse the cached) control-plane binaries into .cluster/bin; the cold build takes 15-30 min
+cluster-bin: ## build (or reuse the cached) control-plane binaries into .cluster/bin; the cold build takes 6-12 min
 	./tests/cluster/build.sh $(CURDIR)/.cluster/bin
 
 cluster: venv ## start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)

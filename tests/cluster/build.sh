@@ -18,7 +18,7 @@ if ! have_all "$cache"; then
   minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   pkg=k8s.io/component-base/version
   ldflags="-s -w -X $pkg.gitVersion=${KUBE_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor} -X $pkg.gitTreeState=clean"
-  echo "building Kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} (cold build: 15-30 min on 2 cores; cached afterwards)"
+  echo "building Kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} (cold build: 6-12 min on 2 cores; cached afterwards)"
   for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     t0=$(date +%s)
     (cd "$here/k8s" && go build -ldflags "$ldflags" -o "$cache.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")

@@ -66,6 +66,15 @@ def test_step_without_pause_waits_for_promotion() -> None:
     assert promoted.rollout["stepIndex"] == 2 and promoted.rollout["lastAction"] == "promote@1"
 
 
+def test_promote_full_before_the_last_step_is_ready_restarts_the_step_clock() -> None:
+    state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "stepReadyAt": T0, "startedAt": T0}
+    jumped = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [],
+                    ("promote-full", "pf@1"), T1)
+    assert jumped.rollout["stepIndex"] == 2 and jumped.replicas == {"v2": 10, "v1": 9}
+    assert jumped.rollout["stepStartedAt"] == T1 and "stepReadyAt" not in jumped.rollout
+    assert not jumped.complete and jumped.rollout.get("lastAction") is None
+
+
 def test_a_handled_action_is_not_applied_twice() -> None:
     state = {"version": "v2", "from": "v1", "stepIndex": 1, "stepStartedAt": T0, "startedAt": T0,
              "lastAction": "promote@1"}

@@ -212,14 +212,21 @@ def _canary_target(md: ModelDeployment, state: dict[str, Any], replicas: int) ->
     return canary_replicas(steps[index].weight if steps else 100, replicas)
 
 
+def _enter_step(state: dict[str, Any], now: str) -> None:
+    """A new step's deadline counts from now, its pause from when its own pods are Ready."""
+    state["stepStartedAt"] = now
+    state.pop("stepReadyAt", None)
+
+
 def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str | None, replicas: int,
             observed: dict[str, Observed], act: str | None, now: str) -> Decision:
     assert md.spec.strategy.canary is not None
     steps = md.spec.strategy.canary.steps
     version = state["version"]
     index = min(int(state.get("stepIndex", 0)), len(steps) - 1)
-    if act == "promote-full":
+    if act == "promote-full" and index != len(steps) - 1:
         index = len(steps) - 1
+        _enter_step(state, now)
     step = steps[index]
     canary = canary_replicas(step.weight, replicas)
     new = observed.get(version)
@@ -245,8 +252,7 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
         return _succeed(d, md, state, replicas, now)
     if advance:
         index += 1
-        state["stepStartedAt"] = now
-        state.pop("stepReadyAt", None)
+        _enter_step(state, now)
         d.events.append(("Normal", "StepAdvanced", f"{version}: step {index + 1}/{len(steps)} "
                          f"at weight {steps[index].weight}%"))
         canary = canary_replicas(steps[index].weight, replicas)
