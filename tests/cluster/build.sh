@@ -6,8 +6,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
 dest=${1:-$here/../../.cluster/bin}
-cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/cluster-bin/${KUBE_VERSION}-etcd${ETCD_VERSION}-kwok${KWOK_VERSION}
-bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
+cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/cluster-bin/${KUBE_VERSION}-etcd${ETCD_VERSION}-kwok${KWOK_VERSION}-node$(cat "$here/pause/main.go" | sha256sum | cut -c1-12)
+bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok pause)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 have_all() { for b in "${bins[@]}"; do [ -x "$1/$b" ] || return 1; done; }
@@ -18,8 +18,8 @@ if ! have_all "$cache"; then
   minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   pkg=k8s.io/component-base/version
   ldflags="-s -w -X $pkg.gitVersion=${KUBE_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor} -X $pkg.gitTreeState=clean"
-  echo "building Kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} (cold build: 6-12 min on 2 cores; cached afterwards)"
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  echo "building Kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} (cold build: 8-15 min on 2 cores; cached afterwards)"
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     t0=$(date +%s)
     (cd "$here/k8s" && go build -ldflags "$ldflags" -o "$cache.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     echo "  built $cmd in $(( $(date +%s) - t0 ))s"
@@ -30,6 +30,8 @@ if ! have_all "$cache"; then
   t0=$(date +%s)
   GOBIN="$cache.tmp" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
   echo "  built kwok in $(( $(date +%s) - t0 ))s"
+  # the sandbox ("pause") image's only binary: no registry is reachable, so it is built here
+  (cd "$here/pause" && go build -ldflags "-s -w" -o "$cache.tmp/pause" .)
   rm -rf "$cache" && mv "$cache.tmp" "$cache"
   echo "cold build took $(( $(date +%s) - start ))s"
 fi

@@ -1,0 +1,3 @@
+module onnx-operator.local/cluster/pause
+
+go 1.26.0
