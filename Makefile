@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-bin cluster-down demo demo-down bench crds docs run images tools
+.PHONY: help deps venv test unit lint cluster cluster-bin node-images cluster-down demo demo-down bench crds docs run images tools
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,13 +26,16 @@ venv: $(BIN)/.installed ## create the virtualenv with every extra
 cluster-bin: ## build (or reuse the cached) control-plane binaries into .cluster/bin; the cold build takes 6-12 min
 	./tests/cluster/build.sh $(CURDIR)/.cluster/bin
 
-cluster: venv ## start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)
+cluster: deps venv cluster-bin ## start the local cluster: control plane, kwok nodes, one real node (builds the images)
 	$(BIN)/python -m tests.cluster up
 
-cluster-down: ## stop every process `make cluster` started and remove its state
+cluster-down: ## stop every process `make cluster` started, restore the host, remove its state
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.cluster down; fi
 
-test: deps venv lint tools cluster-bin ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
+node-images: venv cluster-bin ## build (or reuse) the images the real node runs: pause, runtime, operator (cached by source hash)
+	$(BIN)/python -m tests.cluster images
+
+test: deps venv lint tools cluster-bin node-images ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv ## only the pure unit tests
@@ -53,7 +56,7 @@ docs: venv ## regenerate the README's field reference and the Argo CD config fro
 run: venv ## run the operator in the foreground against .cluster/kubeconfig (or $KUBECONFIG)
 	KUBECONFIG=$(KUBECONFIG) $(BIN)/python -m onnx_operator
 
-demo: deps venv cluster ## the guided demo on the local control plane
+demo: deps venv tools cluster ## the guided demo: the operator (Helm chart) serving real models on the real node
 	$(BIN)/python -m tests.demo
 
 demo-down: ## stop the demo and the local control plane

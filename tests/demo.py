@@ -1,11 +1,19 @@
-"""`make demo`: the guided tour on the local control plane.
+"""`make demo`: the guided tour on the local cluster's real node.
 
-1. the control plane (built once, then cached), 2. the CRDs, the operator and a real ONNX model
-served from a local HTTP endpoint, 3. v1 Ready, a canary to v2 shown live, a broken v3 rolled back
-automatically, 4. one real inference against the runtime server, 5. what to try next.
+1. the cluster: control plane, kwok nodes and one real worker node (containerd, kubelet, kube-proxy);
+2. the model store (an HTTP server on the node IP) and the operator installed with its Helm chart,
+   running as a real pod;
+3. `kubectl apply -f examples/basic/`: scikit-learn's iris model (shipped in the onnxruntime wheel) is
+   verified by a real Job, real pods fetch and serve it, one inference through the Service;
+4. v2 rolls out as a canary while a prober sends requests through the Service: requests sent,
+   failed, and the share answered by each version, live;
+5. a broken v3 (it loads, but every run fails, so its pods never become Ready) is rolled back
+   automatically; the prober's totals.
+
+Nothing runs outside the cluster but the prober and the model store.
 
     python -m tests.demo           # DEMO_FAST=1: no pauses (what the test runs)
-    python -m tests.demo --stop    # stop the demo's processes and delete its namespace
+    python -m tests.demo --stop    # stop the demo's processes and uninstall what it installed
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,13 +31,22 @@ from typing import Any
 import httpx
 from onnx_operator.cli.render import render_status
 
-from tests.cluster.localcluster import REPO, Cluster, free_port, wait_until
-from tests.models import make_model
+from tests.cluster.chart import helm_install_operator, helm_uninstall
+from tests.cluster.localcluster import REPO, Cluster, wait_until
+from tests.cluster.realnode import NODE_IP
+from tests.demo_prober import Prober
+from tests.models import iris_model, make_failing_model
 
 NS = "demo"
+OPERATOR_NS = "onnx-operator"
+# the address examples/basic/ points at: the demo's model store
+STORE_PORT = 30080
+STORE = f"http://{NODE_IP}:{STORE_PORT}"
 FAST = os.environ.get("DEMO_FAST") == "1"
-CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 33, "pause": "5s"}, {"weight": 66, "pause": "5s"},
+GROUP = "serving.onnx-operator.io/v1alpha1"
+CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 34, "pause": "15s"}, {"weight": 67, "pause": "15s"},
                                                  {"weight": 100}]}}
+IRIS_ROWS = [[5.1, 3.5], [6.7, 3.0], [4.9, 1.0]]  # the model's input is fixed at [3, 2]
 
 
 def say(title: str) -> None:
@@ -46,6 +62,7 @@ class Demo:
     def __init__(self) -> None:
         self.cluster = Cluster()
         self.work = self.cluster.paths.root / "demo"
+        self.helm = self.cluster.paths.bin / "helm"
 
     def kubectl(self, *args: str, input: str | None = None, show: bool = False) -> str:
         if show:
@@ -58,163 +75,151 @@ class Demo:
     def md(self) -> dict[str, Any]:
         return dict(json.loads(self.kubectl("get", "md", "iris", "-n", NS, "-o", "json")))
 
-    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> int:
+    def spawn(self, name: str, args: list[str]) -> int:
         log = (self.cluster.paths.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env, cwd=REPO)
+                                start_new_session=True, cwd=REPO)
         self.cluster.adopt(name, proc.pid)
         return proc.pid
 
     # ---- steps --------------------------------------------------------------------------------
     def start(self) -> None:
-        say("1. the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+        say("1. the local cluster: control plane, 3 kwok nodes (tainted) and one real node")
         self.cluster.up()
-        self.kubectl("get", "nodes", show=True)
-        self.stop(quiet=True, wait=True)
+        self.stop(quiet=True)
+        self.kubectl("get", "nodes", "-o", "wide", show=True)
 
-    def operator_and_models(self) -> dict[str, tuple[str, str]]:
-        say("2. CRDs, the operator, and real ONNX models served over HTTP on 127.0.0.1")
-        self.kubectl("apply", "--server-side", "-f", str(REPO / "crds"), show=True)
-        for crd in ("modelversions", "modeldeployments"):
-            self.kubectl("wait", "--for=condition=Established", f"crd/{crd}.serving.onnx-operator.io")
-        env = dict(os.environ, KUBECONFIG=str(self.cluster.paths.kubeconfig), PYTHONUNBUFFERED="1")
-        self.spawn("demo-operator", [sys.executable, "-m", "onnx_operator", "--namespaces", NS,
-                                     "--runtime-image", "localhost/onnx-operator/runtime:0.1.0"], env)
-        print(f"operator running (logs: {self.cluster.paths.logs / 'demo-operator.log'})")
-        models = self.work / "models"
-        models.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        artifacts = {}
-        for name, scale in (("v1", 1.0), ("v2", 1.5)):
-            data = make_model(scale)
-            (models / f"iris-{name}.onnx").write_bytes(data)
-            artifacts[name] = (f"http://127.0.0.1:{port}/iris-{name}.onnx", hashlib.sha256(data).hexdigest())
-        self.spawn("demo-models", [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                                   "--directory", str(models)])
-        print(f"model registry: http://127.0.0.1:{port}/ ({', '.join(sorted(artifacts))})")
+    def model_store(self) -> None:
+        say(f"2a. the model store: an HTTP server on the node IP ({STORE})")
+        root = self.work / "models"
+        files = {"iris/1.0.0/model.onnx": iris_model(), "iris/2.0.0/model.onnx": iris_model(retrained=True),
+                 "iris/3.0.0/model.onnx": make_failing_model("float_input", features=2)}
+        for rel, data in files.items():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+            print(f"  {STORE}/{rel}  sha256 {hashlib.sha256(data).hexdigest()}")
+        pid = self.spawn("demo-models", [sys.executable, "-m", "http.server", str(STORE_PORT), "--bind", NODE_IP,
+                                         "--directory", str(root)])
+        wait_until("the model store", lambda: httpx.get(f"{STORE}/iris/1.0.0/model.onnx", timeout=2)
+                   .status_code == 200, 30, pid)
+
+    def operator(self) -> None:
+        say("2b. the operator, installed with its Helm chart: a real pod on the real node")
+        images = self.cluster.images()
+        print(f"$ helm upgrade --install onnx-operator charts/onnx-operator -n {OPERATOR_NS} --wait "
+              f"--set image.repository=...,image.tag=...,runtimeImage={images['runtime']}")
+        helm_install_operator(self.helm, self.cluster.paths.kubeconfig, images, OPERATOR_NS)
+        self.kubectl("get", "pods", "-n", OPERATOR_NS, "-o", "wide", show=True)
+
+    def first_model(self) -> str:
+        say("3. kubectl apply -f examples/basic/ : iris 1.0.0, three replicas")
         if not self.kubectl("get", "namespace", NS, "--ignore-not-found", "-o", "name"):
             self.kubectl("create", "namespace", NS, show=True)
-        return artifacts
+        self.kubectl("apply", "--server-side", "-n", NS, "-f", str(REPO / "examples/basic"), show=True)
+        self.watch(lambda md: md.get("status", {}).get("phase") == "Ready", 300)
+        self.kubectl("get", "modelversions,pods", "-n", NS, "-o", "wide", show=True)
+        ip = self.kubectl("get", "service", "iris", "-n", NS, "-o", "jsonpath={.spec.clusterIP}")
+        url = f"http://{ip}/v2/models/iris/infer"
+        request = {"id": "demo-1", "inputs": [{"name": "float_input", "shape": [3, 2], "datatype": "FP32",
+                                                "data": [v for row in IRIS_ROWS for v in row]}]}
+        print(f"\nPOST {url}   (the Service's ClusterIP, through kube-proxy)\n{json.dumps(request)}")
+        resp = httpx.post(url, json=request, timeout=30)
+        print(f"HTTP {resp.status_code}\n{json.dumps(resp.json(), indent=1)[:1500]}")
+        resp.raise_for_status()
+        return f"http://{ip}"
 
     def apply(self, doc: dict[str, Any]) -> None:
         self.kubectl("apply", "--server-side", "-n", NS, "-f", "-", input=json.dumps(doc))
         print(f"applied {doc['kind']} {doc['metadata']['name']}")
 
-    @staticmethod
-    def mv(name: str, version: str, art: tuple[str, str]) -> dict[str, Any]:
-        return {"apiVersion": "serving.onnx-operator.io/v1alpha1", "kind": "ModelVersion", "metadata": {"name": name},
-                "spec": {"model": "iris", "version": version, "source": {"uri": art[0], "sha256": art[1]}}}
+    def model_version(self, version: str) -> dict[str, Any]:
+        data = (self.work / "models" / "iris" / version / "model.onnx").read_bytes()
+        return {"apiVersion": GROUP, "kind": "ModelVersion", "metadata": {"name": f"iris-{version.replace('.', '-')}"},
+                "spec": {"model": "iris", "version": version, "source": {
+                    "uri": f"{STORE}/iris/{version}/model.onnx", "sha256": hashlib.sha256(data).hexdigest()}}}
 
-    @staticmethod
-    def deployment(version: str, **extra: Any) -> dict[str, Any]:
-        return {"apiVersion": "serving.onnx-operator.io/v1alpha1", "kind": "ModelDeployment",
-                "metadata": {"name": "iris"},
-                "spec": {"modelVersion": version, "replicas": 3, "strategy": CANARY, **extra}}
+    def deployment(self, mv: str, **extra: Any) -> dict[str, Any]:
+        return {"apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": "iris"},
+                "spec": {"modelVersion": mv, "replicas": 3, "strategy": CANARY, **extra}}
 
-    def watch(self, done: Any, timeout: float) -> dict[str, Any]:
-        """The `kubectl model status --watch` view, refreshed until `done(md)`."""
-        deadline, last = time.monotonic() + timeout, ""
+    def watch(self, done: Any, timeout: float, prober: Prober | None = None) -> dict[str, Any]:
+        """The `kubectl model status` view when it changes, and the prober's line every 2 s."""
+        deadline, last, next_line = time.monotonic() + timeout, "", 0.0
         while True:
             md = self.md()
             view = "\n".join(render_status(md))
             if view != last:
                 print("\n" + view, flush=True)
                 last = view
+            if prober and time.monotonic() >= next_line:
+                print(f"  prober: {prober.line()}", flush=True)
+                next_line = time.monotonic() + 2
             if done(md):
                 return md
             if time.monotonic() > deadline:
                 raise SystemExit(f"demo: timed out waiting; see {self.cluster.paths.logs}")
-            time.sleep(1)
+            time.sleep(0.5)
 
-    def rollouts(self, art: dict[str, tuple[str, str]]) -> None:
-        say("3a. ModelVersion v1 and a ModelDeployment with 3 replicas")
-        self.apply(self.mv("iris-v1", "1.0.0", art["v1"]))
-        self.apply(self.deployment("iris-v1"))
-        self.watch(lambda md: md.get("status", {}).get("phase") == "Ready", 180)
-        self.kubectl("get", "models", "-n", NS, show=True)
+    def rollouts(self, base_url: str) -> None:
+        say("4. iris 2.0.0 rolls out as a canary (34% -> 67% -> 100% of the pods) under live traffic")
+        prober = Prober(f"{base_url}/v2/models/iris/infer", IRIS_ROWS, rate=20.0, max_seconds=900)
+        prober.start()
+        try:
+            self.apply(self.model_version("2.0.0"))
+            self.apply(self.deployment("iris-2-0-0"))
+            self.watch(lambda md: md.get("status", {}).get("servingVersion") == "iris-2-0-0"
+                       and md["status"].get("phase") == "Ready", 300, prober)
+            print(f"  prober: {prober.line()}")
 
-        say("3b. v2 rolls out as a canary: 33% -> 66% -> 100% of the replicas")
-        self.apply(self.mv("iris-v2", "2.0.0", art["v2"]))
-        self.apply(self.deployment("iris-v2"))
-        self.watch(lambda md: md.get("status", {}).get("servingVersion") == "iris-v2"
-                   and md["status"].get("phase") == "Ready", 240)
-
-        say("3c. a broken v3 (its pods never become Ready) is rolled back automatically")
-        self.apply(self.mv("iris-v3", "3.0.0", art["v1"]))
-        self.apply(self.deployment("iris-v3", progressDeadlineSeconds=15,
-                                   podAnnotations={"kwok.onnx-operator.io/fail": "not-ready"}))
-        md = self.watch(lambda md: any(c["type"] == "RolledBack" and c["status"] == "True"
-                                       for c in md.get("status", {}).get("conditions", [])), 240)
-        reason = next(c for c in md["status"]["conditions"] if c["type"] == "RolledBack")
-        print(f"\nrolled back: {reason['reason']}: {reason['message']}")
-        print(f"spec.modelVersion stays {md['spec']['modelVersion']} (the operator never rewrites the spec); "
-              f"serving {md['status']['servingVersion']}")
-
-    def inference(self, art: dict[str, tuple[str, str]]) -> None:
-        say("4. one real inference against the runtime server serving v2")
-        model_dir = self.work / "serve"
-        subprocess.run([sys.executable, "-m", "onnx_server.cli", "fetch", "--uri", art["v2"][0], "--sha256",
-                        art["v2"][1], "--dest", str(model_dir)], check=True, capture_output=True)
-        port = free_port()
-        use_image = not FAST and shutil.which("buildah") is not None
-        serve = ["serve", "--model-dir", "/models" if use_image else str(model_dir), "--name", "iris",
-                 "--version", "2.0.0", "--host", "127.0.0.1", "--port", str(port)]
-        if use_image:
-            print("building the runtime image with buildah (first time: a few minutes)")
-            subprocess.run([str(REPO / "runtime-image/build-image.sh"), "runtime"], check=True)
-            image = "localhost/onnx-operator/runtime:0.1.0"
-            ctr = subprocess.run(["buildah", "--storage-driver", "vfs", "from", image],
-                                 check=True, capture_output=True, text=True).stdout.strip()
-            args = ["buildah", "--storage-driver", "vfs", "run", "--isolation", "chroot", "--network", "host",
-                    "--user", "65532:65532", "-v", f"{model_dir}:/models:ro", ctr, "--",
-                    "/opt/venv/bin/onnx-server", *serve]
-            print("server: the runtime image, via buildah run")
-        else:
-            args = [sys.executable, "-m", "onnx_server.cli", *serve]
-            print("server: the runtime server as a process (DEMO_FAST, or no buildah)")
-        self.spawn("demo-server", args)
-        url = f"http://127.0.0.1:{port}"
-        wait_until("the runtime server", lambda: httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200, 120)
-        request = {"id": "demo-1", "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
-                                                "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}]}
-        print(f"POST {url}/v2/models/iris/infer\n{json.dumps(request)}")
-        resp = httpx.post(f"{url}/v2/models/iris/infer", json=request, timeout=30)
-        resp.raise_for_status()
-        print(f"HTTP {resp.status_code}\n{json.dumps(resp.json())}")
-        self.cluster.release("demo-server")
+            say("5. a broken iris 3.0.0: it loads, but every run fails, so its pods never become Ready")
+            self.apply(self.model_version("3.0.0"))
+            self.apply(self.deployment("iris-3-0-0", progressDeadlineSeconds=30))
+            md = self.watch(lambda md: any(c["type"] == "RolledBack" and c["status"] == "True"
+                                           for c in md.get("status", {}).get("conditions", [])), 300, prober)
+            reason = next(c for c in md["status"]["conditions"] if c["type"] == "RolledBack")
+            print(f"\nrolled back: {reason['reason']}: {reason['message']}")
+            print(f"spec.modelVersion stays {md['spec']['modelVersion']} (the operator never rewrites the spec); "
+                  f"serving {md['status']['servingVersion']}")
+            time.sleep(2)
+        finally:
+            totals = prober.stop()
+        print(f"\nprober totals: {totals}")
+        if totals.failed:
+            raise SystemExit(f"demo: {totals.failed} requests failed during the rollouts")
 
     def next_steps(self) -> None:
-        say("5. try next")
+        say("6. try next")
         kubectl = f"{self.cluster.paths.bin}/kubectl --kubeconfig {self.cluster.paths.kubeconfig}"
-        print(f"""  {kubectl} get models -n {NS}
+        print(f"""  {kubectl} get models,pods -n {NS} -o wide
   KUBECONFIG={self.cluster.paths.kubeconfig} PATH={Path(sys.executable).parent}:$PATH kubectl model status iris -n {NS}
-  KUBECONFIG=... kubectl model history iris -n {NS}      # the three rollouts and their results
-  KUBECONFIG=... kubectl model rollback iris --to iris-v1 -n {NS}
+  KUBECONFIG=... kubectl model history iris -n {NS}      # the rollouts and their results
+  KUBECONFIG=... kubectl model rollback iris --to iris-1-0-0 -n {NS}
 Clean up: make demo-down""")
 
-    def stop(self, quiet: bool = False, wait: bool = False) -> None:
-        for name in ("demo-server", "demo-operator", "demo-models"):
-            self.cluster.release(name)
+    def stop(self, quiet: bool = False) -> None:
+        self.cluster.release("demo-models")
         if self.cluster.running():
-            self.cluster.kubectl("delete", "namespace", NS, "--ignore-not-found", f"--wait={str(wait).lower()}",
-                                 "--timeout=120s", check=False)
-        shutil.rmtree(self.work, ignore_errors=True)
+            self.cluster.kubectl("delete", "namespace", NS, "--ignore-not-found", "--wait=true", "--timeout=120s",
+                                 check=False)
+            if self.helm.exists():
+                helm_uninstall(self.helm, self.cluster.paths.kubeconfig, OPERATOR_NS)
         if not quiet:
             print("demo stopped")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stop", action="store_true", help="stop the demo's processes, delete its namespace")
+    parser.add_argument("--stop", action="store_true", help="stop the demo's processes, uninstall the operator")
     demo = Demo()
     if parser.parse_args().stop:
         demo.stop()
         return
     t0 = time.monotonic()
     demo.start()
-    artifacts = demo.operator_and_models()
-    demo.rollouts(artifacts)
-    demo.inference(artifacts)
+    demo.model_store()
+    demo.operator()
+    base_url = demo.first_model()
+    demo.rollouts(base_url)
     demo.next_steps()
     print(f"\ndemo finished in {time.monotonic() - t0:.0f}s")
 

@@ -23,3 +23,31 @@ def make_model(scale: float = 1.0, features: int = 4, outputs: int = 2) -> bytes
     model.ir_version = 8
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
+
+
+def iris_model(retrained: bool = False) -> bytes:
+    """scikit-learn's logistic regression on iris, as shipped inside the onnxruntime wheel (nobody here
+    made it); `retrained=True` scales its coefficients, standing in for a retrained next version."""
+    import onnxruntime.datasets
+
+    model = onnx.load(onnxruntime.datasets.get_example("logreg_iris.onnx"))
+    if retrained:
+        node = next(n for n in model.graph.node if n.op_type == "LinearClassifier")
+        coefficients = next(a for a in node.attribute if a.name == "coefficients")
+        coefficients.floats[:] = [c * 1.25 for c in coefficients.floats]
+    return bytes(model.SerializeToString())
+
+
+def make_failing_model(input_name: str = "x", features: int = 4) -> bytes:
+    """Loads (so verification passes) but every run fails: a Reshape to a size no input has.
+    Serving pods of it never become Ready: their warm-up run fails."""
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", [input_name, "shape"], ["y"])],
+        "fails-at-run",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(np.array([features * 1000 + 7], dtype=np.int64), "shape")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return bytes(model.SerializeToString())

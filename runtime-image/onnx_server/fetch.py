@@ -112,7 +112,9 @@ def fetch(uri: str, sha256: str, dest: Path, pvc_root: Path = Path("/mnt/pvc"),
     if dest.is_symlink():
         raise UnsafePath(f"destination {dest} is a symlink")
     try:
-        dest.mkdir(parents=True, exist_ok=True)
+        if not dest.exists():
+            dest.mkdir(parents=True)
+            dest.chmod(0o755)
         fd, tmp_name = tempfile.mkstemp(prefix=".fetch-", dir=dest)
     except OSError as exc:
         raise FetchFailed(f"cannot write into {dest}: {exc.strerror}") from exc
@@ -131,6 +133,8 @@ def fetch(uri: str, sha256: str, dest: Path, pvc_root: Path = Path("/mnt/pvc"),
         if digest.hexdigest() != expected:
             raise ChecksumMismatch(f"{uri}: sha256 is {digest.hexdigest()}, expected {expected}")
         target = dest / MODEL_FILE
+        # readable by any uid: the serving container need not run as the uid that fetched the model
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
         return target, size
     finally:

@@ -55,6 +55,12 @@ class ClusterHandle:
     kwok: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def runtime_image(self) -> str:
+        """The runtime image the cluster's nodes have (the local cluster builds it from this checkout)."""
+        return str(self.extra.get("images", {}).get("runtime", os.environ.get(
+            "ONNX_OPERATOR_RUNTIME_IMAGE", "localhost/onnx-operator/runtime:0.1.0")))
+
     def kubectl(self, *args: str, check: bool = True, input: str | None = None) -> str:
         out = subprocess.run([self.kubectl_bin, f"--kubeconfig={self.kubeconfig}", *args],
                              capture_output=True, text=True, input=input, check=False)
@@ -118,7 +124,7 @@ def local_cluster() -> Iterator[ClusterHandle]:
             kubeconfig=cluster.paths.kubeconfig,
             kubectl_bin=str(cluster.paths.bin / "kubectl"),
             audit_log=cluster.paths.audit_log,
-            extra={"paths": cluster.paths},
+            extra={"paths": cluster.paths, "images": cluster.images()},
         )
     finally:
         if started_here and os.environ.get("ONNX_OPERATOR_KEEP_CLUSTER") != "1":

@@ -1,5 +1,8 @@
-"""The local control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok
-(plus the job runner), started as processes on 127.0.0.1 with state under `.cluster/`.
+"""The local cluster: etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok nodes and
+one real worker node (realnode.py), started as processes with state under `.cluster/`.
+
+Addresses: the control plane's own ports on 127.0.0.1, the apiserver on the node IP 198.18.0.254
+(pods reach it there), pods in 198.18.0.0/24, Services in 198.19.0.0/16; nothing else.
 
     python -m tests.cluster up      # idempotent: reuses a running cluster
     python -m tests.cluster down    # stops every process it started (by pid), removes state
@@ -17,18 +20,17 @@ import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster import kwok_stages, pki
+from tests.cluster import hoststate, images, kwok, pki
+from tests.cluster.realnode import NAME as NODE_NAME
+from tests.cluster.realnode import NODE_IP, SERVICE_CIDR, RealNode
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICE_CIDR = "10.96.0.0/16"
-NODE_COUNT = 3
 
 
 @dataclass(frozen=True)
@@ -141,8 +143,8 @@ class Cluster:
         if self.running():
             log(f"reusing running control plane ({self.paths.kubeconfig})")
             return
-        if self.read_state():
-            log("found a partial control plane: stopping it first")
+        if self.read_state() or hoststate.recorded():
+            log("found a partial cluster or a node's leftover host state: stopping it first")
             self.down(keep_bin=True)
         t0 = time.monotonic()
         self._build()
@@ -177,21 +179,24 @@ class Cluster:
         p = self.paths
         for d in (p.logs, p.pki, p.root / "etcd"):
             d.mkdir(parents=True, exist_ok=True)
+        node = self._node()
+        node.prepare_host()
         ca = pki.make_ca(p.pki)
         serving = pki.issue(
             p.pki, ca, "apiserver", "kube-apiserver",
-            server_names=("127.0.0.1", "localhost", "kubernetes", "kubernetes.default",
-                          "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.96.0.1"),
+            server_names=("127.0.0.1", NODE_IP, "localhost", "kubernetes", "kubernetes.default",
+                          "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "198.19.0.1"),
         )
+        kubelet_client = pki.issue(p.pki, ca, "apiserver-kubelet-client", "kube-apiserver-kubelet-client",
+                                   ("system:masters",))
         admin = pki.issue(p.pki, ca, "admin", "admin", ("system:masters",))
         kcm = pki.issue(p.pki, ca, "controller-manager", "system:kube-controller-manager")
         sched = pki.issue(p.pki, ca, "scheduler", "system:kube-scheduler")
         kwok = pki.issue(p.pki, ca, "kwok", "kwok-controller", ("system:masters",))
-        runner = pki.issue(p.pki, ca, "job-runner", "job-runner", ("system:masters",))
         sa_key, sa_pub = pki.make_service_account_key(p.pki)
 
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
-        server = f"https://127.0.0.1:{ports['apiserver']}"
+        server = f"https://{NODE_IP}:{ports['apiserver']}"
         pids: dict[str, int] = {}
         self._save(pids, server=server, ports=ports)
 
@@ -210,7 +215,7 @@ class Cluster:
         policy.write_text(AUDIT_POLICY)
         pid = self._spawn("kube-apiserver", [
             str(p.bin / "kube-apiserver"),
-            f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+            f"--etcd-servers={etcd_url}", f"--bind-address={NODE_IP}", f"--advertise-address={NODE_IP}",
             f"--secure-port={ports['apiserver']}",
             f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
             f"--client-ca-file={ca.cert}",
@@ -222,6 +227,8 @@ class Cluster:
             "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=2",
             "--audit-log-mode=blocking",
             "--enable-priority-and-fairness=false",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
         ], pids)
         wait_until("kube-apiserver", lambda: https_ok(f"{server}/readyz", p), 120, pid)
 
@@ -232,7 +239,6 @@ class Cluster:
             "sched": pki.write_kubeconfig(p.pki / "scheduler.kubeconfig", server, ca, sched,
                                           "system:kube-scheduler"),
             "kwok": pki.write_kubeconfig(p.pki / "kwok.kubeconfig", server, ca, kwok, "kwok-controller"),
-            "runner": pki.write_kubeconfig(p.pki / "job-runner.kubeconfig", server, ca, runner, "job-runner"),
         }
         self._spawn("kube-controller-manager", [
             str(p.bin / "kube-controller-manager"),
@@ -254,20 +260,26 @@ class Cluster:
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
         ], pids)
         module_dir = Path((p.bin / "kwok-module-dir").read_text().strip())
-        stages = kwok_stages.write_config(module_dir, p.root / "kwok-stages.yaml")
-        self._spawn("kwok", [
-            str(p.bin / "kwok"), f"--kubeconfig={kubeconfigs['kwok']}", "--manage-all-nodes=true",
-            f"--config={stages}", f"--server-address=127.0.0.1:{ports['kwok']}",
-            "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
-        ], pids)
-        env = dict(os.environ)
-        env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-        self._spawn("job-runner", [
-            sys.executable, "-m", "tests.cluster.jobrunner", f"--kubeconfig={kubeconfigs['runner']}",
-            f"--work-dir={p.root / 'jobs'}",
-        ], pids, env=env)
+        stages = kwok.write_config(module_dir, p.root / "kwok-stages.yaml")
+        self._spawn("kwok", [str(p.bin / "kwok"), *kwok.args(kubeconfigs["kwok"], stages, ports["kwok"])], pids)
         self._create_nodes()
+        t_node = time.monotonic()
+        built = node.start(ca, server)
+        self._save(dict((self.read_state() or {}).get("pids", {})), images=built)  # type: ignore[call-overload]
         self._wait_usable()
+        log(f"real node {NODE_NAME} Ready {time.monotonic() - t_node:.1f}s after its start began")
+
+    def _node(self) -> RealNode:
+        def spawn(name: str, args: list[str]) -> int:
+            state = self.read_state() or {}
+            pids = {k: int(v) for k, v in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
+            return self._spawn(name, args, pids)
+
+        return RealNode(self.paths.root, self.paths.bin, spawn, wait_until)
+
+    def images(self) -> dict[str, str]:
+        """The images the real node has: pause, runtime and operator (names with their source hash)."""
+        return dict((self.read_state() or {}).get("images", {}))  # type: ignore[call-overload]
 
     def adopt(self, name: str, pid: int) -> None:
         """Records a process started beside the cluster (the demo's operator) so `down` stops it."""
@@ -303,16 +315,16 @@ class Cluster:
         return out.stdout
 
     def _create_nodes(self) -> None:
-        docs = [NODE_TEMPLATE % {"name": f"kwok-node-{i}"} for i in range(NODE_COUNT)]
+        docs = kwok.node_manifests()
         wait_until("node API", lambda: bool(self.kubectl("apply", "-f", "-", input="\n---\n".join(docs))), 60)
 
     def _wait_usable(self) -> None:
         def nodes_ready() -> bool:
             out = self.kubectl("get", "nodes", "-o",
                                'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}')
-            return out.split() == ["True"] * NODE_COUNT
+            return out.split() == ["True"] * (kwok.NODE_COUNT + 1)
 
-        wait_until("3 kwok nodes Ready", nodes_ready, 120)
+        wait_until(f"{kwok.NODE_COUNT} kwok nodes and the real node Ready", nodes_ready, 120)
         wait_until("default ServiceAccount",
                    lambda: bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name")), 120)
 
@@ -320,16 +332,20 @@ class Cluster:
         state = self.read_state() or {}
         pids = state.get("pids", {})
         assert isinstance(pids, dict)
-        # stop in reverse start order: clients first, etcd last
+        node = self._node()
+        # stop in reverse start order: clients first, etcd last; containers go before containerd
         for name, pid in reversed(list(pids.items())):
+            if name == "containerd":
+                node.remove_workloads()
             stop_pid(int(pid), name)
+        node.clean()
         for child in ("etcd", "logs", "pki", "jobs"):
             shutil.rmtree(self.paths.root / child, ignore_errors=True)
         for f in ("state.json", "kubeconfig", "audit-policy.yaml", "kwok-stages.yaml"):
             (self.paths.root / f).unlink(missing_ok=True)
         if not keep_bin:
             shutil.rmtree(self.paths.bin, ignore_errors=True)
-        log("control plane stopped and state removed")
+        log("cluster stopped, host state restored, state removed")
 
 
 def stop_pid(pid: int, name: str, timeout: float = 15) -> None:
@@ -358,34 +374,22 @@ rules:
 - level: Metadata
 """
 
-NODE_TEMPLATE = """\
-apiVersion: v1
-kind: Node
-metadata:
-  name: %(name)s
-  annotations:
-    node.alpha.kubernetes.io/ttl: "0"
-    kwok.x-k8s.io/node: fake
-  labels:
-    kubernetes.io/hostname: %(name)s
-    kubernetes.io/os: linux
-    kubernetes.io/arch: amd64
-    type: kwok
-status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
-"""
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "images"],
+                        help="images: build (or reuse) the real node's images without starting anything")
     parser.add_argument("--purge", action="store_true", help="down: also remove the built binaries")
     args = parser.parse_args(argv)
     cluster = Cluster()
     if args.command == "up":
         cluster.up()
+    elif args.command == "images":
+        images.pause_image(cluster.paths.bin / "pause")
+        for kind in ("runtime", "operator"):
+            print(images.project_image(kind))
     elif args.command == "down":
         cluster.down(keep_bin=not args.purge)
     else:

@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 from tests.cluster.harness import ClusterHandle, terminate, wait_for
+from tests.cluster.realnode import NODE_IP
 from tests.models import make_model
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_IMAGE = "onnx-operator/runtime:e2e"
 # every e2e test runs the operator as the chart's ServiceAccount, so a missing RBAC rule fails a test
 OPERATOR_NAMESPACE = "onnx-operator"
 OPERATOR_SA = "onnx-operator"
@@ -40,15 +40,16 @@ def crds(cluster: ClusterHandle) -> None:
 class OperatorProcess:
     """The operator as a real process (`python -m onnx_operator`) with its own identity."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, runtime_image: str, extra_args: tuple[str, ...] = ()) -> None:
         self.kubeconfig, self.log_path, self.extra_args = kubeconfig, log_path, extra_args
+        self.runtime_image = runtime_image
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), PYTHONUNBUFFERED="1")
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onnx_operator", "--runtime-image", RUNTIME_IMAGE,
+            [sys.executable, "-m", "onnx_operator", "--runtime-image", self.runtime_image,
              "--resync-seconds", "30", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
@@ -93,7 +94,7 @@ def operator_kubeconfig(cluster: ClusterHandle, tmp_path_factory: pytest.TempPat
 def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(operator_kubeconfig, log_path)
+    op = OperatorProcess(operator_kubeconfig, log_path, cluster.runtime_image)
     op.start()
     try:
         yield op
@@ -111,20 +112,20 @@ class Artifact:
 
 
 class ModelStore:
-    """Real ONNX model files served over HTTP on 127.0.0.1, as a model registry would."""
+    """Real ONNX model files served over HTTP on the node IP (pods fetch from it), as a model registry would."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, host: str = NODE_IP) -> None:
         self.root = root
         handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
             *a, directory=str(root), **kw)
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
         self.httpd.RequestHandlerClass.log_message = lambda *a, **kw: None  # type: ignore[method-assign]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def publish(self, name: str, data: bytes) -> Artifact:
         (self.root / name).write_bytes(data)
         port = self.httpd.server_address[1]
-        return Artifact(f"http://127.0.0.1:{port}/{name}", hashlib.sha256(data).hexdigest())
+        return Artifact(f"http://{self.httpd.server_address[0]}:{port}/{name}", hashlib.sha256(data).hexdigest())
 
     def model(self, name: str, scale: float = 1.0) -> Artifact:
         return self.publish(name, make_model(scale))

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from tests.cluster import kwok as kwok_nodes
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import Artifact
 
@@ -22,10 +23,13 @@ def model_version(name: str, art: Artifact, version: str = "1.0.0") -> str:
     })
 
 
-def model_deployment(name: str, mv: str, replicas: int = 2, **spec: Any) -> str:
+def model_deployment(name: str, mv: str, replicas: int = 2, kwok: bool = True, **spec: Any) -> str:
+    """`kwok=True` places the serving pods on kwok nodes (simulated: fast, failure injection);
+    `kwok=False` leaves them to the scheduler, i.e. the real node."""
+    placement = kwok_nodes.PLACEMENT if kwok else {}
     return json.dumps({
         "apiVersion": GROUP, "kind": "ModelDeployment", "metadata": {"name": name},
-        "spec": {"modelVersion": mv, "replicas": replicas, **spec},
+        "spec": {"modelVersion": mv, "replicas": replicas, **placement, **spec},
     })
 
 

@@ -106,7 +106,7 @@ def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path, flee
     prom = fleet["prometheus"]
     assert isinstance(prom, Prometheus)
     op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log",
-                         ("--prometheus-url", prom.url))
+                         cluster.runtime_image, ("--prometheus-url", prom.url))
     op.start()
     yield op
     op.stop()

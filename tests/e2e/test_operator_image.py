@@ -19,20 +19,19 @@ from tests.e2e.helpers import model_deployment, model_version, wait_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image]
 REPO = Path(__file__).resolve().parents[2]
-TAG = "localhost/onnx-operator/operator:test"
 BUILDAH = ["buildah", "--storage-driver", "vfs"]
 
 
 @pytest.fixture(scope="module")
-def operator_image() -> str:
+def operator_image(cluster: ClusterHandle) -> str:
+    """The operator image `make cluster` built from this checkout (and imported into the real node)."""
     if shutil.which("buildah") is None:
         pytest.fail("buildah is needed: `make deps` installs it")
-    subprocess.run([str(REPO / "runtime-image/build-image.sh"), "operator", TAG], check=True, timeout=1800)
-    return TAG
+    return str(cluster.extra["images"]["operator"])
 
 
 @pytest.fixture()
-def containerised_operator(operator_image: str, operator_kubeconfig: Path, crds: None,
+def containerised_operator(cluster: ClusterHandle, operator_image: str, operator_kubeconfig: Path, crds: None,
                            tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     config = json.loads(subprocess.run([*BUILDAH, "inspect", "--type", "image", operator_image], check=True,
                                        capture_output=True, text=True).stdout)["OCIv1"]["config"]
@@ -45,7 +44,7 @@ def containerised_operator(operator_image: str, operator_kubeconfig: Path, crds:
     ctr = subprocess.run([*BUILDAH, "from", operator_image], check=True, capture_output=True, text=True).stdout.strip()
     # the environment a pod spec would give the container
     subprocess.run([*BUILDAH, "config", "--env", "KUBECONFIG=/etc/onnx-operator/kubeconfig",
-                    "--env", "ONNX_OPERATOR_RUNTIME_IMAGE=localhost/onnx-operator/runtime:test", ctr], check=True)
+                    "--env", f"ONNX_OPERATOR_RUNTIME_IMAGE={cluster.runtime_image}", ctr], check=True)
     proc = subprocess.Popen(
         [*BUILDAH, "run", "--isolation", "chroot", "--network", "host", "--user", "65532:65532",
          "-v", f"{secrets}:/etc/onnx-operator:ro", ctr, "--", *config["Entrypoint"]],
@@ -71,4 +70,4 @@ def test_operator_image_reconciles_a_model_deployment(
     assert md["status"]["servingVersion"] == "v1"
     image = cluster.kubectl_json("get", "deployment", "web-v1", "-n", namespace)[
         "spec"]["template"]["spec"]["containers"][0]["image"]
-    assert image == "localhost/onnx-operator/runtime:test"
+    assert image == cluster.runtime_image

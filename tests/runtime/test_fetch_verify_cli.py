@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -192,3 +195,38 @@ def test_an_unwritable_destination_is_a_fetch_failure(tmp_path: Path, model_file
     code, out = run("fetch", "--uri", path.as_uri(), "--sha256", sha, "--dest", str(blocker / "d"))
 
     assert code == 3 and out["reason"] == "FetchFailed" and "cannot write into" in out["message"]
+
+
+def _read_as(uid: int, path: Path) -> bool:
+    """Whether a process running as `uid` (a serving container's user) can read `path`."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child only opens the file and exits
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            with path.open("rb") as f:
+                f.read(1)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to fetch as one uid and read as another")
+def test_fetched_model_is_readable_by_a_server_running_as_another_uid(model_file: tuple[Path, str]) -> None:
+    path, sha = model_file
+    shared = Path(tempfile.mkdtemp(prefix="fetch-uid-"))
+    shared.chmod(0o755)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "onnx_server.cli", "fetch", "--uri", path.as_uri(),
+                               "--sha256", sha, "--dest", str(shared / "models")],
+                              capture_output=True, text=True, check=False,
+                              preexec_fn=lambda: os.umask(0o077))
+
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert _read_as(65532, shared / "models" / "model.onnx")
+    finally:
+        shutil.rmtree(shared)

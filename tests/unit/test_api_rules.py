@@ -171,3 +171,70 @@ def test_example_resources_satisfy_the_api(doc: dict[str, Any]) -> None:
     parsed = parse({**doc, "metadata": {"namespace": "ns", **doc["metadata"]}})
 
     assert parsed.name == doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize(("spec", "field", "message"), [
+    ({"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}, "spec.tolerations[0].value",
+     "spec.tolerations[0].value: value must be empty when operator is Exists"),
+    ({"tolerations": [{"operator": "Equal", "value": "v"}]}, "spec.tolerations[0].operator",
+     "spec.tolerations[0].operator: operator must be Exists when key is empty"),
+    ({"tolerations": [{"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5}]},
+     "spec.tolerations[0].tolerationSeconds", "spec.tolerations[0].tolerationSeconds: tolerationSeconds is only"),
+    ({"tolerations": [{"key": "k", "effect": "Sometimes"}]}, "spec.tolerations[0].effect",
+     "spec.tolerations[0].effect"),
+    ({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "zone", "operator": "In"}]}]}}}},
+     "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+     ".matchExpressions[0].values", "spec.affinity.nodeAffinity"),
+    ({"affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 5, "preference": {
+        "matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["many"]}]}}]}}},
+     "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].preference"
+     ".matchExpressions[0].values", "spec.affinity.nodeAffinity"),
+    ({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchExpressions": [{"key": "app", "operator": "Exists", "values": ["x"]}]},
+        "topologyKey": "kubernetes.io/hostname"}]}}},
+     "spec.affinity.podAntiAffinity.requiredDuringSchedulingIgnoredDuringExecution[0].labelSelector"
+     ".matchExpressions[0].values", "spec.affinity.podAntiAffinity"),
+    ({"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 500, "podAffinityTerm": {"topologyKey": "zone"}}]}}},
+     "spec.affinity.podAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight", "spec.affinity"),
+    ({"nodeSelector": {"type": 3}}, "spec.nodeSelector.type", "spec.nodeSelector.type"),
+])
+def test_bad_placement_is_rejected_naming_the_field(spec: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(InvalidSpec) as err:
+        md(**spec)
+
+    assert err.value.field == field
+    assert str(err.value).startswith(message)
+
+
+def test_placement_fields_reach_the_serving_pods_as_given() -> None:
+    from onnx_operator.config import load_config
+    from onnx_operator.desired.serving import desired_deployment
+
+    placement = {
+        "nodeSelector": {"type": "kwok"},
+        "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Equal", "value": "fake", "effect": "NoSchedule"},
+                        {"operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}],
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname", "labelSelector": {
+                "matchLabels": {"serving.onnx-operator.io/deployment": "web"}}}}]}},
+    }
+    model = md(**placement)
+    model.metadata["uid"] = "u"
+
+    pod = desired_deployment(model, mv(), load_config([], {}), 2)["spec"]["template"]["spec"]
+
+    assert {k: pod[k] for k in placement} == placement
+
+
+def test_pods_without_placement_fields_carry_none() -> None:
+    from onnx_operator.config import load_config
+    from onnx_operator.desired.serving import desired_deployment
+
+    model = md()
+    model.metadata["uid"] = "u"
+
+    pod = desired_deployment(model, mv(), load_config([], {}), 2)["spec"]["template"]["spec"]
+
+    assert not {"nodeSelector", "tolerations", "affinity"} & set(pod)

@@ -10,6 +10,7 @@ from pydantic import Field
 from onnx_operator.api.base import ApiModel, DNSName, IntOrPercent, Quantity, Resource, Rule, keyed_by
 from onnx_operator.api.conditions import Condition
 from onnx_operator.api.modelversion import RuntimeSettings
+from onnx_operator.api.placement import Affinity, Toleration
 
 StrategyType = Literal["RollingUpdate", "Canary", "BlueGreen"]
 DURATION = r"^([0-9]+(ms|s|m|h))+$"
@@ -147,6 +148,10 @@ class ModelDeploymentSpec(ApiModel):
     traffic: Traffic | None = None
     pod_annotations: dict[str, str] | None = Field(None, description="Extra annotations on serving pods.",
                                                    json_schema_extra={"maxProperties": 32})
+    node_selector: dict[str, str] | None = Field(None, description="Node labels serving pods must match.",
+                                                 json_schema_extra={"maxProperties": 32})
+    tolerations: list[Toleration] | None = Field(None, max_length=32, description="Taints serving pods tolerate.")
+    affinity: Affinity | None = Field(None, description="Node and pod (anti-)affinity of serving pods.")
 
 
 class VersionStatus(ApiModel):

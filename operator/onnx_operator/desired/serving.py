@@ -51,6 +51,18 @@ def _probe(path: str, period: int, failures: int) -> Obj:
             "failureThreshold": failures}
 
 
+def placement(md: ModelDeployment) -> Obj:
+    """The pod spec's scheduling fields, each only when the ModelDeployment sets it."""
+    out: Obj = {}
+    if md.spec.node_selector:
+        out["nodeSelector"] = dict(md.spec.node_selector)
+    if md.spec.tolerations:
+        out["tolerations"] = [t.wire() for t in md.spec.tolerations]
+    if md.spec.affinity:
+        out["affinity"] = md.spec.affinity.wire()
+    return out
+
+
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
                        replicas: int | None) -> Obj:
     """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
@@ -95,6 +107,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
                 "initContainers": [fetch],
                 "containers": [container],
                 "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
+                **placement(md),
             },
         },
     }

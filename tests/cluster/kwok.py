@@ -1,8 +1,12 @@
-"""kwok Stage configuration for the local control plane, built from the stages kwok ships.
+"""kwok: simulated nodes for scale and failure injection, beside the real node.
+
+kwok manages only nodes labelled `type=kwok`; they carry the taint `TAINT`, so only pods that
+tolerate it (ModelDeployment `spec.tolerations` + `spec.nodeSelector`) land there. Their pods get
+addresses from 198.18.0.128/26, which nothing routes: no traffic is ever sent to them.
 
 Pod stages given to kwok replace its defaults, so every lifecycle stage is listed here:
 - the stock node and pod stages, with short delays so tests run fast;
-- no `pod-complete`: pods owned by Jobs are run for real by the job runner (jobrunner.py);
+- no `pod-complete`: Jobs run on the real node (a kwok pod of a Job would never finish);
 - failure injection, selected by the pod annotation `kwok.onnx-operator.io/fail`:
   `not-ready` keeps the pod Running with Ready=False forever;
   `crash` keeps it Running, never Ready, its container waiting in CrashLoopBackOff with a
@@ -18,6 +22,13 @@ from typing import Any
 import yaml
 
 FAIL_ANNOTATION = "kwok.onnx-operator.io/fail"
+NODE_COUNT = 3
+NODE_LABEL = {"type": "kwok"}
+TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
+POD_CIDR = "198.18.0.128/26"
+NODE_IP = "198.18.0.253"
+# what a ModelDeployment sets to run its pods on kwok nodes
+PLACEMENT = {"nodeSelector": NODE_LABEL, "tolerations": [{**TAINT, "operator": "Equal"}]}
 FAIL_KEY = f'.metadata.annotations["{FAIL_ANNOTATION}"]'
 
 STOCK = {
@@ -126,3 +137,35 @@ def build_stages(kwok_module_dir: Path) -> list[dict[str, Any]]:
 def write_config(kwok_module_dir: Path, path: Path) -> Path:
     path.write_text(yaml.safe_dump_all(build_stages(kwok_module_dir), sort_keys=False))
     return path
+
+
+def args(kubeconfig: Path, stages: Path, port: int) -> list[str]:
+    return [f"--kubeconfig={kubeconfig}", "--manage-nodes-with-label-selector=type=kwok",
+            f"--config={stages}", f"--server-address=127.0.0.1:{port}",
+            "--node-lease-duration-seconds=40", f"--cidr={POD_CIDR}", f"--node-ip={NODE_IP}"]
+
+
+def node_manifests() -> list[str]:
+    return [NODE_TEMPLATE % {"name": f"kwok-node-{i}", **TAINT} for i in range(NODE_COUNT)]
+
+
+NODE_TEMPLATE = """\
+apiVersion: v1
+kind: Node
+metadata:
+  name: %(name)s
+  annotations:
+    node.alpha.kubernetes.io/ttl: "0"
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/hostname: %(name)s
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+spec:
+  taints:
+  - {key: %(key)s, value: %(value)s, effect: %(effect)s}
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+"""
