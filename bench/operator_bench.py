@@ -68,7 +68,8 @@ def main() -> None:
     art = store.model("bench.onnx")
     log = (cluster.paths.logs / "bench-operator.log").open("ab")
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", "bench/runtime:1"],
+    # verify Jobs run on the real node (its runtime image); serving pods go to the kwok nodes (helpers' default)
+    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", cluster.images()["runtime"]],
                           stdout=log, stderr=subprocess.STDOUT, env=env)
     rows: list[dict[str, float]] = []
     try:

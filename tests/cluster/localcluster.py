@@ -131,7 +131,7 @@ class Cluster:
         pids = state.get("pids", {})
         assert isinstance(pids, dict)
         core = {k: v for k, v in pids.items() if not str(k).startswith("demo-")}
-        if not core or not all(pid_alive(int(p)) for p in core.values()):
+        if set(core) < COMPONENTS or not all(pid_alive(int(p)) for p in core.values()):
             return False
         try:
             return https_ok(f"{state['server']}/readyz", self.paths)
@@ -192,7 +192,7 @@ class Cluster:
         admin = pki.issue(p.pki, ca, "admin", "admin", ("system:masters",))
         kcm = pki.issue(p.pki, ca, "controller-manager", "system:kube-controller-manager")
         sched = pki.issue(p.pki, ca, "scheduler", "system:kube-scheduler")
-        kwok = pki.issue(p.pki, ca, "kwok", "kwok-controller", ("system:masters",))
+        kwok_pair = pki.issue(p.pki, ca, "kwok", "kwok-controller", ("system:masters",))
         sa_key, sa_pub = pki.make_service_account_key(p.pki)
 
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "scheduler", "kwok")}
@@ -238,7 +238,7 @@ class Cluster:
                                         "system:kube-controller-manager"),
             "sched": pki.write_kubeconfig(p.pki / "scheduler.kubeconfig", server, ca, sched,
                                           "system:kube-scheduler"),
-            "kwok": pki.write_kubeconfig(p.pki / "kwok.kubeconfig", server, ca, kwok, "kwok-controller"),
+            "kwok": pki.write_kubeconfig(p.pki / "kwok.kubeconfig", server, ca, kwok_pair, "kwok-controller"),
         }
         self._spawn("kube-controller-manager", [
             str(p.bin / "kube-controller-manager"),
@@ -363,6 +363,9 @@ def stop_pid(pid: int, name: str, timeout: float = 15) -> None:
         with contextlib.suppress(OSError):
             os.killpg(pid, signal.SIGKILL)
 
+
+COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "containerd", "kubelet",
+              "kube-proxy"}
 
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1

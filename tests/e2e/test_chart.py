@@ -4,14 +4,23 @@ OpenAPI (CRDs included), checkov, and install/upgrade/uninstall into the local c
 from __future__ import annotations
 
 import filecmp
+import functools
+import http.server
 import subprocess
+import threading
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from tests.cluster.harness import ClusterHandle, wait_for
+from tests.cluster.realnode import NAME as REAL_NODE
+from tests.cluster.realnode import NODE_IP
+from tests.e2e.helpers import wait_ready
+from tests.models import iris_model
 from tests.tools.kube_schemas import SCHEMA_LOCATION, write_schemas
 
 pytestmark = pytest.mark.cluster
@@ -33,6 +42,13 @@ def helm(tools: Path, cluster: ClusterHandle, *args: str, check: bool = True) ->
     if check and out.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)}: {out.stderr}")
     return out
+
+
+def image_values(cluster: ClusterHandle) -> list[str]:
+    """The images the real node has (built from this checkout by `make cluster`)."""
+    repository, _, tag = cluster.extra["images"]["operator"].rpartition(":")
+    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
+            "--set", f"runtimeImage={cluster.runtime_image}"]
 
 
 def test_chart_crds_are_the_generated_ones() -> None:
@@ -112,7 +128,7 @@ def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle,
     ns = "chart-install"
     try:
         helm(tools, cluster, "install", "demo", str(CHART), "-n", ns, "--create-namespace", "--wait",
-             "--timeout", "120s", *ALL_OPTIONS)
+             "--timeout", "120s", *ALL_OPTIONS, *image_values(cluster))
         dep = cluster.kubectl_json("get", "deployment", "demo-onnx-operator", "-n", ns)
         assert dep["status"]["availableReplicas"] == 1
         assert dep["spec"]["strategy"]["type"] == "Recreate"
@@ -121,7 +137,7 @@ def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle,
         assert cluster.kubectl("get", "clusterrole", "demo-onnx-operator", "-o", "name")
 
         helm(tools, cluster, "upgrade", "demo", str(CHART), "-n", ns, "--wait", "--timeout", "120s",
-             "--set", "logFormat=text")
+             "--set", "logFormat=text", *image_values(cluster))
         env = cluster.kubectl_json("get", "deployment", "demo-onnx-operator", "-n", ns)[
             "spec"]["template"]["spec"]["containers"][0]["env"]
         assert {"name": "ONNX_OPERATOR_LOG_FORMAT", "value": "text"} in env
@@ -137,3 +153,45 @@ def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle,
         cluster.kubectl("delete", "namespace", ns, "--wait=false", "--ignore-not-found", check=False)
 
 
+
+
+@pytest.fixture()
+def examples_store(tmp_path: Path) -> Iterator[str]:
+    """The model store examples/basic/ points at (what `make demo` runs): iris at its fixed address."""
+    (tmp_path / "iris/1.0.0").mkdir(parents=True)
+    (tmp_path / "iris/1.0.0/model.onnx").write_bytes(iris_model())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    httpd = http.server.ThreadingHTTPServer((NODE_IP, 30080), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://{NODE_IP}:30080"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_chart_operator_pod_serves_the_basic_example_on_the_real_node(
+        tools: Path, cluster: ClusterHandle, crds: None, namespace: str, examples_store: str) -> None:
+    release_ns = f"{namespace}-op"
+    try:
+        helm(tools, cluster, "install", "op", str(CHART), "-n", release_ns, "--create-namespace", "--wait",
+             "--timeout", "180s", *image_values(cluster), "--set", f"watchNamespaces[0]={namespace}")
+        pod = cluster.kubectl_json("get", "pods", "-n", release_ns)["items"][0]
+        assert pod["spec"]["nodeName"] == REAL_NODE and pod["status"]["podIP"].startswith("198.18.0.")
+
+        cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", str(REPO / "examples/basic"))
+        md = wait_ready(cluster, namespace, "iris", timeout=300)
+        ip = cluster.kubectl("get", "service", "iris", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
+        resp = httpx.post(f"http://{ip}/v2/models/iris/infer", timeout=10, json={"inputs": [{
+            "name": "float_input", "shape": [3, 2], "datatype": "FP32", "data": [5.1, 3.5, 6.7, 3.0, 4.9, 1.0]}]})
+
+        assert md["status"]["servingVersion"] == "iris-1-0-0"
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["model_version"] == "1.0.0"
+        assert [o["name"] for o in resp.json()["outputs"]] == ["label"]  # tensors unless asked by name
+        serving = cluster.kubectl_json("get", "pods", "-n", namespace, "-l", "serving.onnx-operator.io/deployment=iris")
+        assert {p["spec"]["nodeName"] for p in serving["items"]} == {REAL_NODE}
+    finally:
+        cluster.kubectl("delete", "md,mv", "--all", "-n", namespace, "--wait=true", "--timeout=120s", check=False)
+        helm(tools, cluster, "uninstall", "op", "-n", release_ns, "--wait", check=False)
+        cluster.kubectl("delete", "namespace", release_ns, "--wait=false", "--ignore-not-found", check=False)

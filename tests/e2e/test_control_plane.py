@@ -1,4 +1,4 @@
-"""The local control plane provides what the operator relies on (real API server, kwok nodes)."""
+"""The local cluster provides what the operator relies on (real API server, kwok nodes, a real node)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import uuid
 
 import pytest
 
+from tests.cluster import kwok
 from tests.cluster.harness import ClusterHandle, wait_for
+from tests.cluster.realnode import NAME as REAL_NODE
 
 pytestmark = pytest.mark.cluster
 
@@ -21,7 +23,7 @@ def deployment(name: str, replicas: int, annotations: dict[str, str] | None = No
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}, "annotations": annotations or {}},
-                "spec": {"containers": [{"name": "main", "image": "example.invalid/app:1"}]},
+                "spec": {"containers": [{"name": "main", "image": "example.invalid/app:1"}], **kwok.PLACEMENT},
             },
         },
     })
@@ -39,10 +41,17 @@ def pod_ready(pod: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
 
 
-def test_nodes_are_three_ready_kwok_nodes(cluster: ClusterHandle) -> None:
-    nodes = cluster.kubectl_json("get", "nodes")["items"]
-    assert len(nodes) == 3
-    assert all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]) for n in nodes)
+def test_nodes_are_three_tainted_kwok_nodes_and_one_real_node(cluster: ClusterHandle) -> None:
+    nodes = {n["metadata"]["name"]: n for n in cluster.kubectl_json("get", "nodes")["items"]}
+
+    assert sorted(nodes) == sorted([f"kwok-node-{i}" for i in range(3)] + [REAL_NODE])
+    assert all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+               for n in nodes.values())
+    assert all(n["spec"]["taints"][0]["key"] == kwok.TAINT["key"] for name, n in nodes.items() if name != REAL_NODE)
+    real = nodes[REAL_NODE]
+    assert not real["spec"].get("taints")
+    assert {a["type"]: a["address"] for a in real["status"]["addresses"]}["InternalIP"] == "198.18.0.254"
+    assert real["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
 
 
 def test_three_replica_deployment_becomes_ready_with_service_endpoints(cluster: ClusterHandle, namespace: str) -> None:
@@ -169,25 +178,42 @@ def test_audit_log_records_a_write_made_by_a_test(cluster: ClusterHandle, namesp
     assert events[0]["objectRef"]["namespace"] == namespace
 
 
-def job(name: str, code: int) -> str:
+def job(name: str, code: int, image: str) -> str:
     script = f"import sys; open(sys.argv[1], 'w').write('exit {code}'); sys.exit({code})"
     return json.dumps({
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
         "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never", "containers": [{
-            "name": "main", "image": "example.invalid/py:1",
+            "name": "main", "image": image,
             "command": ["python3", "-c", script, "/dev/termination-log"]}]}}},
     })
 
 
-def test_job_pods_run_as_local_processes_and_report_like_a_kubelet(cluster: ClusterHandle, namespace: str) -> None:
-    cluster.apply(job("ok", 0), namespace)
-    cluster.apply(job("fails", 3), namespace)
+def test_job_pods_run_in_containers_on_the_real_node(cluster: ClusterHandle, namespace: str) -> None:
+    cluster.apply(job("ok", 0, cluster.runtime_image), namespace)
+    cluster.apply(job("fails", 3, cluster.runtime_image), namespace)
 
     cluster.kubectl("wait", "--for=condition=Complete", "job/ok", "-n", namespace, "--timeout=90s")
     cluster.kubectl("wait", "--for=condition=Failed", "job/fails", "-n", namespace, "--timeout=90s")
     terminated = pods(cluster, namespace, "job-name=fails")[0]["status"]["containerStatuses"][0]["state"]["terminated"]
     assert terminated["exitCode"] == 3
     assert terminated["message"] == "exit 3"
+    assert {p["spec"]["nodeName"] for p in pods(cluster, namespace, "job-name")} == {REAL_NODE}
+
+
+def test_pod_reaches_the_api_server_through_the_kubernetes_service(cluster: ClusterHandle, namespace: str) -> None:
+    script = ("import ssl, urllib.request; ctx = ssl.create_default_context(cafile="
+              "'/var/run/secrets/kubernetes.io/serviceaccount/ca.crt'); "
+              "print(urllib.request.urlopen('https://198.19.0.1/healthz', context=ctx, timeout=5).read().decode())")
+    cluster.apply(json.dumps({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "probe"}, "spec": {
+        "restartPolicy": "Never", "containers": [{"name": "main", "image": cluster.runtime_image,
+                                                  "command": ["python3", "-c", script]}]}}), namespace)
+
+    pod = wait_for("the probe pod to finish", lambda: (lambda p: p if p.get("status", {}).get("phase") in (
+        "Succeeded", "Failed") else None)(cluster.kubectl_json("get", "pod", "probe", "-n", namespace)), timeout=90)
+
+    assert pod["status"]["phase"] == "Succeeded", cluster.kubectl("logs", "probe", "-n", namespace, check=False)
+    assert pod["status"]["podIP"].startswith("198.18.0.")
+    assert cluster.kubectl("logs", "probe", "-n", namespace).strip() == "ok"
 
 
 def test_hpa_objects_are_accepted_and_processed(cluster: ClusterHandle, namespace: str) -> None:

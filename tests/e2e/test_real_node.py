@@ -120,7 +120,10 @@ def test_iris_model_nobody_here_made_serves_its_non_tensor_output(
     resp = httpx.post(f"{service_url(cluster, namespace, 'iris')}/v2/models/iris/infer", json=body, timeout=10)
 
     assert resp.status_code == 200, resp.text
+    assert [o["name"] for o in resp.json()["outputs"]] == ["label"]  # tensors; the sequence has no v2 form
     labels = next(o for o in resp.json()["outputs"] if o["name"] == "label")
     expected = ort.InferenceSession(data).run(["label"], {"float_input": np.asarray(rows, dtype=np.float32)})[0]
     assert labels["data"] == expected.tolist()
     assert get(cluster, "md", namespace, "iris")["status"]["servingVersion"] == "iris"
+    mv = get(cluster, "mv", namespace, "iris")
+    assert mv["status"]["signature"]["outputs"][1]["dtype"] == "seq(map(int64,tensor(float)))"

@@ -238,3 +238,29 @@ def test_pods_without_placement_fields_carry_none() -> None:
     pod = desired_deployment(model, mv(), load_config([], {}), 2)["spec"]["template"]["spec"]
 
     assert not {"nodeSelector", "tolerations", "affinity"} & set(pod)
+
+
+def test_signature_of_a_model_with_a_non_tensor_output_is_recorded() -> None:
+    from onnx_operator.desired.verification import parse_verify_result
+
+    message = ('{"digest": "sha256:' + SHA + '", "sizeBytes": 670, "signature": {"inputs": [{"name": "float_input", '
+               '"dtype": "FP32", "shape": [3, 2]}], "outputs": [{"name": "label", "dtype": "INT64", "shape": [3]}, '
+               '{"name": "probabilities", "dtype": "seq(map(int64,tensor(float)))", "shape": []}]}}')
+
+    result = parse_verify_result(message, 0)
+
+    assert result.ok, result.message
+    assert result.signature is not None
+    assert result.signature.outputs[1].dtype == "seq(map(int64,tensor(float)))"
+
+
+@pytest.mark.parametrize("dtype", ["FLOAT", "tensor(float)", "seq(", "int64"])
+def test_declared_signature_dtype_must_be_a_v2_or_onnx_sequence_type(dtype: str) -> None:
+    body = {"metadata": {"name": "v1", "namespace": "ns"}, "spec": {
+        "model": "iris", "version": "1.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": SHA},
+        "signature": {"inputs": [{"name": "x", "dtype": dtype, "shape": [-1, 4]}]}}}
+
+    with pytest.raises(InvalidSpec) as err:
+        parse_model_version(body)
+
+    assert err.value.field == "spec.signature.inputs[0].dtype"

@@ -9,8 +9,10 @@ from pydantic import Field
 from onnx_operator.api.base import ApiModel, Resource, Rule, keyed_by
 from onnx_operator.api.conditions import Condition
 
-DType = Literal["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-                "FP16", "FP32", "FP64", "BYTES", "BF16"]
+DTYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64",
+          "BYTES", "BF16")
+# tensors have a v2 type; sequences, maps and optionals (served only when asked for by name) keep their ONNX type
+DTYPE_PATTERN = rf"^({'|'.join(DTYPES)}|(seq|map|optional)\(.+\))$"
 Phase = Literal["Pending", "Verifying", "Ready", "Failed"]
 
 
@@ -26,7 +28,9 @@ class Source(ApiModel):
 
 class TensorSpec(ApiModel):
     name: str = Field(min_length=1, max_length=256, description="Tensor name in the graph.")
-    dtype: DType = Field(description="Open Inference Protocol v2 data type.")
+    dtype: str = Field(pattern=DTYPE_PATTERN, max_length=128,
+                       description="Open Inference Protocol v2 data type, or for a non-tensor output (e.g. "
+                       "scikit-learn's probabilities) its ONNX type such as seq(map(int64,tensor(float))).")
     shape: list[int] = Field(max_length=16, description="Dimensions; -1 marks a dynamic dimension.",
                              json_schema_extra={"items": {"type": "integer", "minimum": -1}})
 

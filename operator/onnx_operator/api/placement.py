@@ -7,7 +7,7 @@ the field instead of leaving pods Pending.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -16,6 +16,8 @@ from onnx_operator.api.base import ApiModel, Rule
 LABEL_KEY = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
              r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 SelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+# a label value (its size bound also keeps the API server's CEL cost estimate within budget)
+LabelValue = Annotated[str, Field(max_length=63)]
 
 
 def _values_rule(with_numbers: bool) -> tuple[Rule, ...]:
@@ -67,7 +69,7 @@ class NodeSelectorRequirement(ApiModel):
 
     key: str = Field(min_length=1, max_length=316, description="Node label key.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
-    values: list[str] | None = Field(None, max_length=64)
+    values: list[LabelValue] | None = Field(None, max_length=64)
 
 
 class NodeSelectorTerm(ApiModel):
@@ -96,7 +98,7 @@ class LabelSelectorRequirement(ApiModel):
 
     key: str = Field(min_length=1, max_length=316, pattern=LABEL_KEY)
     operator: SelectorOperator
-    values: list[str] | None = Field(None, max_length=64)
+    values: list[LabelValue] | None = Field(None, max_length=64)
 
 
 class LabelSelector(ApiModel):
