@@ -104,3 +104,15 @@ class ContainerdImages:
         self.record.write_text(json.dumps(imported, indent=2))
         log(f"imported {name} into containerd in {time.monotonic() - t0:.1f}s")
         return True
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Removes this project's older `src-` images from containerd and buildah (each code change makes
+        a new pair; without this the cache grows by a few hundred MB per change)."""
+        out = subprocess.run([*self.ctr, "-n", "k8s.io", "images", "ls", "-q"], capture_output=True, text=True,
+                             check=False).stdout.split()
+        stale = [n for n in out if n.startswith("localhost/onnx-operator/") and ":src-" in n and n not in keep]
+        if stale:
+            subprocess.run([*self.ctr, "-n", "k8s.io", "images", "rm", *stale], capture_output=True, check=False)
+        for name in stale:
+            subprocess.run([*BUILDAH, "rmi", name], capture_output=True, check=False)
+        return stale

@@ -141,7 +141,10 @@ class Cluster:
     # ---- lifecycle ---------------------------------------------------------------------
     def up(self) -> None:
         if self.running():
-            log(f"reusing running control plane ({self.paths.kubeconfig})")
+            built, imported = self._node().refresh_images()
+            self._save(dict((self.read_state() or {}).get("pids", {})), images=built)  # type: ignore[call-overload]
+            log(f"reusing the running cluster ({self.paths.kubeconfig})"
+                + (f"; imported this checkout's {', '.join(imported)}" if imported else ""))
             return
         if self.read_state() or hoststate.recorded():
             log("found a partial cluster or a node's leftover host state: stopping it first")
