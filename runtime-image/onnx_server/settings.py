@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 class ServerSettings(BaseModel):
     model_dir: Path = Field(description="Folder holding model.onnx (and any external data files).")
+    model_file: str = Field("model.onnx", min_length=1, pattern=r"^[^/]", description="The model's path inside "
+                            "model_dir; its external data must be in its own folder.")
     name: str = Field(min_length=1, max_length=128, description="Model name served at /v2/models/{name}.")
     version: str = Field(min_length=1, max_length=64, description="Model version reported and labelled.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
