@@ -109,7 +109,7 @@ def _read_http(uri: str, opts: FetchOptions, offset: int) -> Iterator[bytes]:
             if resp.status_code == 200 and declared.isdigit() and int(declared) > opts.max_bytes:
                 raise TooLarge(f"{uri} is {declared} bytes; the limit is {opts.max_bytes}")
             resumed = resp.status_code == 206 and resp.headers.get("content-range", "").startswith(f"bytes {offset}-")
-            chunks = resp.iter_bytes(CHUNK)
+            chunks = resp.iter_bytes()  # as bytes arrive: a broken transfer keeps all it received
             yield from (chunks if resumed or not offset else _skip(chunks, offset))
     except httpx.TimeoutException as exc:
         raise TransientFetchError(f"GET {uri}: stalled, no data for {opts.stall_seconds:g}s ({exc!r})") from exc
