@@ -73,7 +73,7 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     from onnx_server.model import load_session, signature  # onnxruntime only where needed
 
     got = _fetch(args)
-    session = load_session(got.model_path)
+    session = load_session(got.model_path, prepack=False)  # only the signature is read: no second copy
     return {"digest": got.digest, "sizeBytes": got.size_bytes, "fileCount": got.file_count,
             "signature": signature(session)}
 
@@ -92,7 +92,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             threads=args.threads, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
             warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
             max_buffered_bytes=args.max_buffered_bytes,
-            model_file=args.model_file)
+            model_file=args.model_file, prepack=not args.no_prepack)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     serve.add_argument("--max-batch-size", type=int, default=1, help="dynamic batching: most rows per run")
     serve.add_argument("--max-delay-ms", type=float, default=5.0, help="dynamic batching: longest wait")
+    serve.add_argument("--no-prepack", action="store_true",
+                       help="keep weights memory-mapped (no pre-packed copy): half the peak memory of a large model")
     serve.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up run")
     serve.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger bodies get HTTP 413")
     serve.add_argument("--max-buffered-bytes", type=int, default=None,

@@ -42,7 +42,7 @@ class DataPlane:
     def load(self) -> None:
         """Loads (and warms up) the model; the server reports ready only afterwards."""
         model_path = self.settings.model_dir / safe_relative(self.settings.model_file)
-        self.model = LoadedModel(model_path, self.settings.threads)
+        self.model = LoadedModel(model_path, self.settings.threads, self.settings.prepack)
         if self.settings.warmup:
             feeds = self.model.warmup_feeds()
             self.model.run(feeds)

@@ -132,7 +132,7 @@ def test_an_s3_prefix_pinned_by_a_file_list_is_verified_and_served(s3: dict[str,
     assert code == 0, out
     assert out["digest"] == f"sha256:{hashlib.sha256(manifest.encode()).hexdigest()}" and out["fileCount"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "weights.bin"]
-    assert_serves_the_model(tmp_path, model_folder)
+    assert_serves_the_model(tmp_path, model_folder, "--no-prepack")  # weights memory-mapped from weights.bin
 
 
 def test_a_pvc_folder_pinned_by_a_file_list_is_fetched(model_folder: Path, tmp_path: Path) -> None:

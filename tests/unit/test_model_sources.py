@@ -112,3 +112,13 @@ def test_the_verify_result_carries_the_file_count() -> None:
     result = parse_verify_result('{"digest":"sha256:ab","sizeBytes":30,"fileCount":3,"signature":{}}', 0)
 
     assert result.ok and (result.size_bytes, result.file_count) == (30, 3)
+
+
+def test_prepacking_off_keeps_the_weights_memory_mapped_in_the_serving_container() -> None:
+    version = parse_model_version({"metadata": {"name": "v1", "namespace": "ns", "uid": "u-mv"}, "spec": {
+        "model": "big", "version": "1", "source": {"uri": "https://h.example/m.tar", "sha256": SHA},
+        "runtime": {"prepack": False}}})
+
+    args = desired_deployment(md(), version, CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert "--no-prepack" in args

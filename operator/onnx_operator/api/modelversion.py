@@ -75,6 +75,9 @@ class RuntimeSettings(ApiModel):
     batching: Batching | None = Field(
         None, description="Dynamic batching; only for models with a dynamic batch dimension.")
     warmup: bool | None = Field(None, description="Run a generated input before reporting ready (default true).")
+    prepack: bool | None = Field(None, description="Let onnxruntime pre-pack weights (default true): faster runs, "
+                                 "but a second copy of the weights in memory; false keeps a large model's "
+                                 "external data memory-mapped.")
 
 
 class ModelVersionSpec(ApiModel):

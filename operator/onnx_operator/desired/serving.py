@@ -43,6 +43,8 @@ def runtime_args(runtime: RuntimeSettings) -> list[str]:
                  "--max-delay-ms", str(runtime.batching.max_delay_ms)]
     if runtime.warmup is False:
         args.append("--no-warmup")
+    if runtime.prepack is False:
+        args.append("--no-prepack")
     return args
 
 
