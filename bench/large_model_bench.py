@@ -67,7 +67,8 @@ def timed_fetch(url: str, files: list[dict[str, str]], dest: Path) -> tuple[floa
     """Seconds and peak RSS (MiB) of `onnx-server fetch`."""
     started = time.perf_counter()
     proc = subprocess.Popen([*pinned(0), sys.executable, "-m", "onnx_server.cli", "fetch", "--uri", url,
-                             "--files", json.dumps(files), "--dest", str(dest), "--max-bytes", str(8 << 30)],
+                             *[a for f in files for a in ("--file", f"{f['path']}={f['sha256']}")],
+                             "--dest", str(dest), "--max-bytes", str(8 << 30)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - started

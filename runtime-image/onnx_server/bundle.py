@@ -165,11 +165,11 @@ def fetch_model(uri: str, dest: Path, sha256: str | None = None, files: list[Sou
     a folder URI ending in '/' (into DEST); returns what was placed. Nothing is left behind on failure."""
     opts = opts or FetchOptions()
     if (sha256 is None) == (files is None):
-        raise InvalidArgument("give exactly one of --sha256 (one file or an archive) and --files (a folder)")
+        raise InvalidArgument("give exactly one of --sha256 (one file or an archive) and --file (a folder's files)")
     if files is not None and not uri.endswith("/"):
-        raise InvalidArgument(f"--files needs a folder URI ending in '/', got {uri!r}")
+        raise InvalidArgument(f"--file needs a folder URI ending in '/', got {uri!r}")
     if files is None and uri.endswith("/"):
-        raise InvalidArgument(f"{uri!r} is a folder: pin its contents with --files")
+        raise InvalidArgument(f"{uri!r} is a folder: pin its contents with --file PATH=SHA256")
     model_rel = safe_relative(model_file)
     if dest.is_symlink():
         raise UnsafePath(f"destination {dest} is a symlink")

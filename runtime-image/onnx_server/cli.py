@@ -45,22 +45,24 @@ def _report(path: str | None, payload: dict[str, Any]) -> None:
         Path(path).write_text(fit_message(payload))
 
 
-def _source_files(text: str | None) -> list[SourceFile] | None:
-    """--files: a JSON list of {"path", "sha256"} objects (what spec.source.files holds)."""
-    if text is None:
+def _source_files(items: list[str] | None) -> list[SourceFile] | None:
+    """--file PATH=SHA256, once per file (one short argument each: no single huge argument)."""
+    if items is None:
         return None
-    try:
-        items = json.loads(text)
-        return [SourceFile(str(i["path"]), str(i["sha256"])) for i in items]
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InvalidArgument(f'--files must be a JSON list of {{"path": ..., "sha256": ...}}: {exc!r}') from exc
+    files = []
+    for item in items:
+        path, sep, sha256 = item.rpartition("=")
+        if not sep or not path:
+            raise InvalidArgument(f"--file {item!r}: expected PATH=SHA256")
+        files.append(SourceFile(path, sha256))
+    return files
 
 
 def _fetch(args: argparse.Namespace) -> Fetched:
     opts = FetchOptions(pvc_root=Path(args.pvc_root), max_bytes=args.max_bytes, max_files=args.max_files,
                         stall_seconds=args.stall_seconds, retries=args.retries,
                         progress_seconds=args.progress_seconds)
-    return fetch_model(args.uri, Path(args.dest), args.sha256, _source_files(args.files), args.model_file, opts)
+    return fetch_model(args.uri, Path(args.dest), args.sha256, _source_files(args.file), args.model_file, opts)
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=helptext)
         p.add_argument("--uri", required=True,
                        help="https://, s3://bucket/key, pvc://claim/path or file://; a .tar, .tar.gz, .tgz or .zip "
-                       "is extracted; a folder ends in '/' and needs --files")
+                       "is extracted; a folder ends in '/' and needs --file")
         p.add_argument("--sha256", help="expected hex SHA-256 of the file or archive")
-        p.add_argument("--files", help='a folder\'s files as JSON: [{"path": "model.onnx", "sha256": "..."}, ...]')
+        p.add_argument("--file", action="append", metavar="PATH=SHA256",
+                       help="a folder's file and its hex SHA-256; once per file, only these are fetched")
         p.add_argument("--model-file", default=MODEL_FILE, help="the model's path among the files")
         p.add_argument("--dest", default="/tmp/model", help="folder to place the model's files in")
         p.add_argument("--pvc-root", default="/mnt/pvc", help="where pvc:// claims are mounted")

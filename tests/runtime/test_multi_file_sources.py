@@ -42,6 +42,10 @@ def file_list(folder: Path) -> list[dict[str, str]]:
             for p in sorted(folder.rglob("*")) if p.is_file()]
 
 
+def file_args(files: list[dict[str, str]]) -> list[str]:
+    return [arg for f in files for arg in ("--file", f"{f['path']}={f['sha256']}")]
+
+
 def add_member(tf: tarfile.TarFile, name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE,
                link: str = "") -> None:
     info = tarfile.TarInfo(name)
@@ -126,7 +130,7 @@ def test_an_s3_prefix_pinned_by_a_file_list_is_verified_and_served(s3: dict[str,
     files = file_list(model_folder)
     manifest = "".join(f"{f['sha256']}  {f['path']}\n" for f in files)
 
-    code, out, _ = run("verify", "--uri", "s3://models/ext/1.0.0/", "--files", json.dumps(files),
+    code, out, _ = run("verify", "--uri", "s3://models/ext/1.0.0/", *file_args(files),
                        "--dest", str(tmp_path), env=s3)
 
     assert code == 0, out
@@ -141,7 +145,7 @@ def test_a_pvc_folder_pinned_by_a_file_list_is_fetched(model_folder: Path, tmp_p
     for p in model_folder.iterdir():
         (claim / p.name).write_bytes(p.read_bytes())
 
-    code, out, _ = run("verify", "--uri", "pvc://claim/ext/", "--files", json.dumps(file_list(model_folder)),
+    code, out, _ = run("verify", "--uri", "pvc://claim/ext/", *file_args(file_list(model_folder)),
                        "--dest", str(tmp_path / "d"), "--pvc-root", str(tmp_path / "pvc"))
 
     assert code == 0, out
@@ -166,7 +170,7 @@ def test_a_wrong_file_list_fails_closed(store: FileStore, model_folder: Path, tm
     else:
         files[1]["path"] = "../folder/weights.bin"
 
-    code, out, _ = run("verify", "--uri", f"{store.url}/folder/", "--files", json.dumps(files),
+    code, out, _ = run("verify", "--uri", f"{store.url}/folder/", *file_args(files),
                        "--dest", str(tmp_path), "--retries", "0", env=https_env(store))
 
     assert (code, out["reason"]) == (exit_code, reason), out

@@ -2,7 +2,6 @@
 pod's init container run the same `onnx-server` fetch arguments."""
 
 import hashlib
-import json
 from typing import Any
 
 import pytest
@@ -55,8 +54,8 @@ def test_a_folder_source_is_fetched_with_its_file_list_by_both_pods() -> None:
 
     verify_args = job["containers"][0]["args"]
     fetch_args = serving["initContainers"][0]["args"]
-    files = json.loads(verify_args[verify_args.index("--files") + 1])
-    assert files == FILES and "--sha256" not in verify_args
+    files = [verify_args[i + 1] for i, arg in enumerate(verify_args) if arg == "--file"]
+    assert files == [f"{f['path']}={f['sha256']}" for f in FILES] and "--sha256" not in verify_args
     assert fetch_args[1:fetch_args.index("--dest")] == verify_args[1:verify_args.index("--dest")]
     assert verify_args[verify_args.index("--model-file") + 1] == "onnx/model.onnx"
     served = serving["containers"][0]["args"]

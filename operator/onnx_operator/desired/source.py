@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from urllib.parse import urlparse
 
 from onnx_operator.api.modelversion import Source
@@ -15,10 +14,10 @@ SOURCE_VOLUME = "source"
 
 
 def source_args(source: Source, dest: str) -> list[str]:
-    """`--uri ... --sha256 ...|--files [...] [--model-file ...] --dest DEST` for fetch and verify."""
+    """`--uri ... --sha256 ...|--file PATH=SHA256... [--model-file ...] --dest DEST` for fetch and verify
+    (one argument per file: Linux caps a single argument at 128 KiB)."""
     if source.files is not None:
-        files = [{"path": f.path, "sha256": f.sha256} for f in source.files]
-        pin = ["--files", json.dumps(files, separators=(",", ":"))]
+        pin = [arg for f in source.files for arg in ("--file", f"{f.path}={f.sha256}")]
     else:
         pin = ["--sha256", str(source.sha256)]
     return ["--uri", source.uri, *pin, *model_file_args(source), "--dest", dest]
