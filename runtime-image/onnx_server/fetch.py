@@ -175,10 +175,10 @@ class Progress:
         self._thread.start()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, exc_type: object, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.log("finished")
+        self.log("finished" if exc_type is None else "stopped")
 
     def log(self, state: str) -> None:
         elapsed = max(time.monotonic() - self.started, 1e-6)
