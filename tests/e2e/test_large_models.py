@@ -97,3 +97,16 @@ def test_the_serving_pod_commands_fetch_and_serve_the_folder(
         np.testing.assert_allclose(np.array(out["outputs"][0]["data"]).reshape(1, OUTPUTS), expected, rtol=1e-4)
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ({"uri": "s3://models/llm/1/", "sha256": "a" * 64}, "spec.source.files pins a folder"),
+    ({"uri": "s3://models/llm/1/model.onnx", "files": [{"path": "model.onnx", "sha256": "a" * 64}]},
+     "spec.source.files pins a folder"),
+    ({"uri": "s3://models/llm/1/model.onnx"}, "set exactly one of sha256"),
+    ({"uri": "s3://models/llm/1/", "files": [{"path": "../escape", "sha256": "a" * 64}]}, "files\\[0\\].path"),
+])
+def test_the_api_server_rejects_a_source_that_is_not_one_pinned_form(
+        cluster: ClusterHandle, namespace: str, source: dict[str, Any], message: str) -> None:
+    with pytest.raises(RuntimeError, match=message):
+        cluster.apply(version("bad", source), namespace)
