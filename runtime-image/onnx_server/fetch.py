@@ -209,7 +209,7 @@ def download(uri: str, out: BinaryIO, expected: str, opts: FetchOptions, budget:
                 if attempt == opts.retries:
                     raise FetchFailed(f"{exc.message} (gave up after {attempt + 1} attempts)") from exc
                 LOG.warning("retrying %s from byte %d: %s", uri, size, exc.message)
-                time.sleep(min(2.0**attempt, 10.0))
+                time.sleep(min(0.5 * 2.0**attempt, 10.0))
     out.flush()
     os.fsync(out.fileno())
     if digest.hexdigest() != expected:
