@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -51,3 +53,34 @@ def make_failing_model(input_name: str = "x", features: int = 4) -> bytes:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return bytes(model.SerializeToString())
+
+def make_external_data_model(folder: Path, features: int = 64, outputs: int = 8,
+                             location: str = "weights.bin", seed: int = 7) -> Path:
+    """y = x @ W + b with W [features, outputs] FP32 kept in `location` beside model.onnx (external data).
+    W is written in row chunks, so models of several GB need little memory to generate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = max(1, (64 << 20) // (4 * outputs))
+    with (folder / location).open("wb") as out:
+        for start in range(0, features, rows):
+            out.write(rng.standard_normal((min(rows, features - start), outputs), dtype=np.float32).tobytes())
+    weights = TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[features, outputs],
+                          data_location=TensorProto.EXTERNAL)
+    for key, value in (("location", location), ("offset", "0"), ("length", str(4 * features * outputs))):
+        entry = weights.external_data.add()
+        entry.key, entry.value = key, value
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])],
+        "external",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
+        initializer=[weights, numpy_helper.from_array(np.arange(outputs, dtype=np.float32), "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    (folder / "model.onnx").write_bytes(model.SerializeToString())
+    return folder / "model.onnx"
+
+
+def external_weights(folder: Path, features: int, outputs: int, location: str = "weights.bin") -> np.ndarray:
+    return np.fromfile(folder / location, dtype=np.float32).reshape(features, outputs)

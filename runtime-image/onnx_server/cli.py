@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
+from onnx_server.bundle import Fetched, SourceFile, fetch_model
 from onnx_server.errors import InvalidArgument, ServerError
-from onnx_server.fetch import DEFAULT_MAX_BYTES, fetch
+from onnx_server.fetch import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, MODEL_FILE, FetchOptions
 
 MESSAGE_LIMIT = 4000  # bytes; Kubernetes keeps at most 4096 of a termination message
 
@@ -43,26 +45,42 @@ def _report(path: str | None, payload: dict[str, Any]) -> None:
         Path(path).write_text(fit_message(payload))
 
 
-def _digest(sha256: str) -> str:
-    return f"sha256:{sha256.lower().removeprefix('sha256:')}"
+def _source_files(items: list[str] | None) -> list[SourceFile] | None:
+    """--file PATH=SHA256, once per file (one short argument each: no single huge argument)."""
+    if items is None:
+        return None
+    files = []
+    for item in items:
+        path, sep, sha256 = item.rpartition("=")
+        if not sep or not path:
+            raise InvalidArgument(f"--file {item!r}: expected PATH=SHA256")
+        files.append(SourceFile(path, sha256))
+    return files
+
+
+def _fetch(args: argparse.Namespace) -> Fetched:
+    opts = FetchOptions(pvc_root=Path(args.pvc_root), max_bytes=args.max_bytes, max_files=args.max_files,
+                        stall_seconds=args.stall_seconds, retries=args.retries,
+                        progress_seconds=args.progress_seconds)
+    return fetch_model(args.uri, Path(args.dest), args.sha256, _source_files(args.file), args.model_file, opts)
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
-    target, size = fetch(args.uri, args.sha256, Path(args.dest), Path(args.pvc_root), args.max_bytes)
-    return {"path": str(target), "sizeBytes": size, "digest": _digest(args.sha256)}
+    got = _fetch(args)
+    return {"path": str(got.model_path), "digest": got.digest, "sizeBytes": got.size_bytes,
+            "fileCount": got.file_count}
 
 
 def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
     from onnx_server.model import load_session, signature  # onnxruntime only where needed
 
-    target, size = fetch(args.uri, args.sha256, Path(args.dest), Path(args.pvc_root), args.max_bytes)
-    session = load_session(target)
-    return {"digest": _digest(args.sha256), "sizeBytes": size, "signature": signature(session)}
+    got = _fetch(args)
+    session = load_session(got.model_path, prepack=False)  # only the signature is read: no second copy
+    return {"digest": got.digest, "sizeBytes": got.size_bytes, "fileCount": got.file_count,
+            "signature": signature(session)}
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import logging
-
     import uvicorn
 
     from onnx_server.app import create_app
@@ -75,7 +93,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             model_dir=Path(args.model_dir), name=args.name, version=args.version, host=args.host, port=args.port,
             threads=args.threads, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
             warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
-            max_buffered_bytes=args.max_buffered_bytes)
+            max_buffered_bytes=args.max_buffered_bytes,
+            model_file=args.model_file, prepack=not args.no_prepack)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -90,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve DIR/model.onnx over the Open Inference Protocol v2 (REST)")
     serve.add_argument("--model-dir", required=True, help="folder holding model.onnx")
+    serve.add_argument("--model-file", default=MODEL_FILE, help="the model's path inside --model-dir")
     serve.add_argument("--name", required=True, help="model name in the URLs")
     serve.add_argument("--version", required=True, help="model version (a metric label too)")
     serve.add_argument("--host", default="127.0.0.1")
@@ -97,21 +117,34 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     serve.add_argument("--max-batch-size", type=int, default=1, help="dynamic batching: most rows per run")
     serve.add_argument("--max-delay-ms", type=float, default=5.0, help="dynamic batching: longest wait")
+    serve.add_argument("--no-prepack", action="store_true",
+                       help="keep weights memory-mapped (no pre-packed copy): half the peak memory of a large model")
     serve.add_argument("--no-warmup", action="store_true", help="report ready without a warm-up run")
     serve.add_argument("--max-body-bytes", type=int, default=64 << 20, help="larger bodies get HTTP 413")
     serve.add_argument("--max-buffered-bytes", type=int, default=None,
                        help="most body bytes held over all requests; others wait (default 2x --max-body-bytes)")
     serve.add_argument("--grace-seconds", type=float, default=25, help="SIGTERM: wait this long for in-flight work")
     serve.set_defaults(run=cmd_serve)
-    for name, helptext in (("fetch", "download and check a model into DEST/model.onnx"),
+    for name, helptext in (("fetch", "download and check a model (one file, an archive or a folder) into DEST"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("--uri", required=True, help="https://, s3://bucket/key, pvc://claim/path or file://")
-        p.add_argument("--sha256", required=True, help="expected hex SHA-256 of the file")
-        p.add_argument("--dest", default="/tmp/model", help="folder to write model.onnx into")
+        p.add_argument("--uri", required=True,
+                       help="https://, s3://bucket/key, pvc://claim/path or file://; a .tar, .tar.gz, .tgz or .zip "
+                       "is extracted; a folder ends in '/' and needs --file")
+        p.add_argument("--sha256", help="expected hex SHA-256 of the file or archive")
+        p.add_argument("--file", action="append", metavar="PATH=SHA256",
+                       help="a folder's file and its hex SHA-256; once per file, only these are fetched")
+        p.add_argument("--model-file", default=MODEL_FILE, help="the model's path among the files")
+        p.add_argument("--dest", default="/tmp/model", help="folder to place the model's files in")
         p.add_argument("--pvc-root", default="/mnt/pvc", help="where pvc:// claims are mounted")
         p.add_argument("--termination-message-path", help="also write the JSON result here (at most 4000 bytes)")
-        p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES, help="refuse larger artifacts (TooLarge)")
+        p.add_argument("--max-bytes", type=int, default=DEFAULT_MAX_BYTES,
+                       help="refuse more bytes in all (downloaded or extracted): TooLarge")
+        p.add_argument("--max-files", type=int, default=DEFAULT_MAX_FILES, help="refuse more files: TooLarge")
+        p.add_argument("--stall-seconds", type=float, default=60.0,
+                       help="a transfer that receives nothing for this long is retried, then FetchFailed")
+        p.add_argument("--retries", type=int, default=3, help="retries of a transient network failure (resumed)")
+        p.add_argument("--progress-seconds", type=float, default=10.0, help="log bytes and rate this often")
         p.set_defaults(run=cmd_fetch if name == "fetch" else cmd_verify)
     return parser
 
@@ -119,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     msg_path = getattr(args, "termination_message_path", None)
+    if args.command != "serve":  # progress and retries go to stderr; stdout keeps the one JSON result
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     try:
         result = args.run(args)
     except ServerError as exc:

@@ -13,6 +13,7 @@ import numpy as np
 
 from onnx_server.batching import Batcher
 from onnx_server.errors import BadRequest, NotReady, PayloadTooLarge
+from onnx_server.fetch import safe_relative
 from onnx_server.metrics import Metrics
 from onnx_server.model import LoadedModel
 from onnx_server.protocol import InferRequest, TensorMeta, encode_response, parse_request
@@ -40,7 +41,8 @@ class DataPlane:
 
     def load(self) -> None:
         """Loads (and warms up) the model; the server reports ready only afterwards."""
-        self.model = LoadedModel(self.settings.model_dir / "model.onnx", self.settings.threads)
+        model_path = self.settings.model_dir / safe_relative(self.settings.model_file)
+        self.model = LoadedModel(model_path, self.settings.threads, self.settings.prepack)
         if self.settings.warmup:
             feeds = self.model.warmup_feeds()
             self.model.run(feeds)

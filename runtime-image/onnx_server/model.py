@@ -49,11 +49,14 @@ def _shape(dims: list[Any]) -> list[int]:
     return [d if isinstance(d, int) and d >= 0 else -1 for d in dims]
 
 
-def load_session(model_path: Path, threads: int | None = None) -> ort.InferenceSession:
+def load_session(model_path: Path, threads: int | None = None, prepack: bool = True) -> ort.InferenceSession:
+    """External data stays memory-mapped from the model's folder unless pre-packing copies the weights."""
     check_external_data(model_path)
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
+    if not prepack:
+        options.add_session_config_entry("session.disable_prepacking", "1")
     try:
         return ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
@@ -69,8 +72,8 @@ def signature(session: ort.InferenceSession) -> dict[str, list[dict[str, Any]]]:
 class LoadedModel:
     """A loaded session with its signature; `run` is thread-safe (onnxruntime sessions are)."""
 
-    def __init__(self, model_path: Path, threads: int | None = None) -> None:
-        self.session = load_session(model_path, threads)
+    def __init__(self, model_path: Path, threads: int | None = None, prepack: bool = True) -> None:
+        self.session = load_session(model_path, threads, prepack)
         sig = signature(self.session)
         self.inputs: list[dict[str, Any]] = sig["inputs"]
         self.outputs: list[dict[str, Any]] = sig["outputs"]

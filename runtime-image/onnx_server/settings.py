@@ -9,6 +9,8 @@ from pydantic import BaseModel, Field
 
 class ServerSettings(BaseModel):
     model_dir: Path = Field(description="Folder holding model.onnx (and any external data files).")
+    model_file: str = Field("model.onnx", min_length=1, pattern=r"^[^/]", description="The model's path inside "
+                            "model_dir; its external data must be in its own folder.")
     name: str = Field(min_length=1, max_length=128, description="Model name served at /v2/models/{name}.")
     version: str = Field(min_length=1, max_length=64, description="Model version reported and labelled.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
@@ -16,6 +18,8 @@ class ServerSettings(BaseModel):
     threads: int | None = Field(None, ge=1, le=64, description="onnxruntime intra-op threads.")
     max_batch_size: int = Field(1, ge=1, le=1024, description="Rows merged into one run (1 = no batching).")
     max_delay_ms: float = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")
+    prepack: bool = Field(True, description="Let onnxruntime pre-pack weights: faster runs, but a second copy "
+                          "of the weights in memory (off: they stay memory-mapped from the files).")
     warmup: bool = Field(True, description="Run a generated input before reporting ready.")
     max_body_bytes: int = Field(64 << 20, ge=1024, description="Larger request bodies get 413 unread.")
     max_buffered_bytes: int | None = Field(

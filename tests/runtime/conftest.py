@@ -1,4 +1,4 @@
-"""Real onnx-server processes on 127.0.0.1 serving real models."""
+"""Real onnx-server processes on 127.0.0.1 serving real models, and a real S3-compatible server."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import pytest
 
 from tests.cluster.harness import terminate, wait_for
 from tests.models import make_model
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -66,3 +68,20 @@ def batching_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
                         "--max-batch-size", "16", "--max-delay-ms", "50")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    binary = subprocess.run([str(REPO / "tests/runtime/build-s3.sh")], check=True, capture_output=True,
+                            text=True, timeout=900).stdout.strip()
+    port = free_port()
+    root = tmp_path_factory.mktemp("s3")
+    proc = subprocess.Popen([binary, "-host", f"127.0.0.1:{port}", "-backend", "memory", "-initialbucket", "models"],
+                            stdout=(root / "s3.log").open("wb"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    wait_for("the S3 server", lambda: httpx.get(endpoint, timeout=2).status_code < 500, timeout=30)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    yield env
+    proc.terminate()
+    proc.wait(timeout=10)

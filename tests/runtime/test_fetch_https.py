@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import http.server
-import ipaddress
 import json
 import os
-import ssl
 import subprocess
 import sys
 import threading
@@ -18,48 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from tests.models import make_model
-
-
-def _cert(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None,
-          issuer_key: ec.EllipticCurvePrivateKey, ca: bool) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-            key_encipherment=False, data_encipherment=False, key_agreement=False, encipher_only=False,
-            decipher_only=False), critical=True)
-    else:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256())
+from tests.runtime.stores import tls_context
 
 
 @pytest.fixture(scope="module")
 def https_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("https")
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _cert("test CA", ca_key, None, ca_key, ca=True)
-    leaf = _cert("127.0.0.1", key, ca.subject, ca_key, ca=False)
-    (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (root / "server.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     site = root / "site"
     site.mkdir()
     data = make_model(scale=2.0)
     (site / "model.onnx").write_bytes(data)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(root / "server.pem")
+    context = tls_context(root)
     handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.socket = context.wrap_socket(server.socket, server_side=True)

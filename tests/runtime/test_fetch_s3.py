@@ -6,35 +6,11 @@ import hashlib
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import httpx
-import pytest
 
-from tests.cluster.harness import wait_for
 from tests.models import make_model
-from tests.runtime.conftest import free_port
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    binary = subprocess.run([str(REPO / "tests/runtime/build-s3.sh")], check=True, capture_output=True,
-                            text=True, timeout=900).stdout.strip()
-    port = free_port()
-    root = tmp_path_factory.mktemp("s3")
-    proc = subprocess.Popen([binary, "-host", f"127.0.0.1:{port}", "-backend", "memory", "-initialbucket", "models"],
-                            stdout=(root / "s3.log").open("wb"), stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{port}"
-    wait_for("the S3 server", lambda: httpx.get(endpoint, timeout=2).status_code < 500, timeout=30)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1"}
-    yield env
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def fetch(env: dict[str, str], uri: str, sha: str, dest: Path) -> subprocess.CompletedProcess[str]:

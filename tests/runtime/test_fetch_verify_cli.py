@@ -124,12 +124,13 @@ def test_malformed_sha256_is_an_invalid_argument(tmp_path: Path, model_file: tup
 
 
 def test_model_larger_than_the_limit_is_refused(tmp_path: Path, model_file: tuple[Path, str]) -> None:
+    from onnx_server.bundle import fetch_model
     from onnx_server.errors import TooLarge
-    from onnx_server.fetch import fetch
+    from onnx_server.fetch import FetchOptions
 
     path, sha = model_file
     with pytest.raises(TooLarge):
-        fetch(path.as_uri(), sha, tmp_path / "d", max_bytes=10)
+        fetch_model(path.as_uri(), tmp_path / "d", sha, opts=FetchOptions(max_bytes=10))
     assert not (tmp_path / "d" / "model.onnx").exists()
 
 

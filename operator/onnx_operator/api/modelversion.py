@@ -16,14 +16,43 @@ DTYPE_PATTERN = rf"^({'|'.join(DTYPES)}|(seq|map|optional)\(.+\))$"
 Phase = Literal["Pending", "Verifying", "Ready", "Failed"]
 
 
+# a relative path whose segments do not start with '.': no '..', no absolute start, no hidden files
+RELATIVE_PATH = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$"
+
+
+class SourceFile(ApiModel):
+    path: str = Field(max_length=512, pattern=RELATIVE_PATH,
+                      description="Path of the file under the folder URI, e.g. model.onnx or weights/part-0.bin.")
+    sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="Hex SHA-256 of that file.")
+
+
 class Source(ApiModel):
+    rules = (
+        Rule("has(self.sha256) != has(self.files)",
+             "spec.source: set exactly one of sha256 (one file or an archive) and files (a folder URI ending in '/')",
+             lambda s: "sha256" if (s.sha256 is None) == (s.files is None) else None),
+        Rule("has(self.files) == self.uri.endsWith('/')",
+             "spec.source.files pins a folder: use it with a uri ending in '/', and only then",
+             lambda s: "files" if (s.files is not None) != s.uri.endswith("/") else None),
+    )
+
     uri: str = Field(
         max_length=2048,
         pattern=r"^(https://|http://|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?/).+$",
-        description="Where the .onnx file is: https://host/path, s3://bucket/key or pvc://claim/path "
-        "(http:// is accepted for in-cluster registries; the sha256 check still applies).",
+        description="Where the model is: https://host/path, s3://bucket/key or pvc://claim/path (http:// is "
+        "accepted for in-cluster registries; the digests still apply). A .tar, .tar.gz, .tgz or .zip is "
+        "extracted; a folder (s3://bucket/prefix/, pvc://claim/dir/, https://host/dir/) ends in '/' and "
+        "needs files.",
     )
-    sha256: str = Field(pattern=r"^[a-f0-9]{64}$", description="Hex SHA-256 of the file; a mismatch fails closed.")
+    sha256: str | None = Field(None, pattern=r"^[a-f0-9]{64}$",
+                               description="Hex SHA-256 of the file or archive; a mismatch fails closed.")
+    files: list[SourceFile] | None = Field(
+        None, min_length=1, max_length=1000, json_schema_extra=keyed_by("path"),
+        description="For a folder URI: every file to fetch, with its SHA-256. Only these are fetched, "
+        "and each must match.")
+    model_file: str = Field("model.onnx", max_length=512, pattern=RELATIVE_PATH,
+                            description="The model's path among the files of an archive or folder; its "
+                            "external data must sit in its own folder.")
 
 
 class TensorSpec(ApiModel):
@@ -50,6 +79,9 @@ class RuntimeSettings(ApiModel):
     batching: Batching | None = Field(
         None, description="Dynamic batching; only for models with a dynamic batch dimension.")
     warmup: bool | None = Field(None, description="Run a generated input before reporting ready (default true).")
+    prepack: bool | None = Field(None, description="Let onnxruntime pre-pack weights (default true): faster runs, "
+                                 "but a second copy of the weights in memory; false keeps a large model's "
+                                 "external data memory-mapped.")
 
 
 class ModelVersionSpec(ApiModel):
@@ -74,8 +106,10 @@ class ModelVersionStatus(ApiModel):
     phase: Phase | None = Field(None, description="Pending, Verifying, Ready or Failed.")
     conditions: list[Condition] = Field(default_factory=list, description="Verified.",
                                         json_schema_extra=keyed_by("type"))
-    digest: str | None = Field(None, description="sha256:<hex> of the verified artifact.")
-    size_bytes: int | None = Field(None, description="Size of the verified artifact.")
+    digest: str | None = Field(None, description="sha256:<hex> of the verified file or archive, or of the "
+                               "folder's manifest (see the README).")
+    size_bytes: int | None = Field(None, description="Total size of the verified files.")
+    file_count: int | None = Field(None, description="Number of verified files (1 for a single file).")
     signature: Signature | None = Field(None, description="Signature read from the model.")
     observed_generation: int | None = None
     verification_job: str | None = Field(None, description="Name of the Job that verified this version.")

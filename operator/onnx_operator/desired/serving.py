@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from onnx_operator.api import ModelDeployment, ModelVersion
 from onnx_operator.api.modelversion import RuntimeSettings
 from onnx_operator.config import OperatorConfig
@@ -15,10 +17,14 @@ from onnx_operator.desired.names import (
     serving_labels,
     version_labels,
 )
+from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 
 MODEL_DIR = "/models"
 PRESTOP_SECONDS = 5
 GRACE_SECONDS = 30
+STARTUP_PERIOD_SECONDS = 2
+STARTUP_BASE_SECONDS = 300
+STARTUP_SECONDS_PER_GIB = 120  # loading and warming up; `make bench` measures a few seconds per GiB
 
 
 def effective_runtime(md: ModelDeployment, mv: ModelVersion) -> RuntimeSettings:
@@ -37,13 +43,16 @@ def runtime_args(runtime: RuntimeSettings) -> list[str]:
                  "--max-delay-ms", str(runtime.batching.max_delay_ms)]
     if runtime.warmup is False:
         args.append("--no-warmup")
+    if runtime.prepack is False:
+        args.append("--no-prepack")
     return args
 
 
 def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) -> list[str]:
     """The runtime image's arguments for a serving container (also used by the image tests)."""
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
-            "--host", "0.0.0.0", "--port", str(config.serving_port), *runtime_args(effective_runtime(md, mv))]
+            "--host", "0.0.0.0", "--port", str(config.serving_port), *model_file_args(mv.spec.source),
+            *runtime_args(effective_runtime(md, mv))]
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:
@@ -62,12 +71,18 @@ def placement(md: ModelDeployment) -> Obj:
         out["affinity"] = md.spec.affinity.wire()
     return out
 
+def startup_failure_threshold(size_bytes: int | None) -> int:
+    """Startup probe failures allowed: the budget grows with the verified size, so a large model is not
+    killed while it loads."""
+    budget = STARTUP_BASE_SECONDS + STARTUP_SECONDS_PER_GIB * (size_bytes or 0) / (1 << 30)
+    return math.ceil(budget / STARTUP_PERIOD_SECONDS)
+
 
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
                        replicas: int | None) -> Obj:
     """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
     labels = version_labels(md.name, mv.name)
-    digest = mv.status.digest or f"sha256:{mv.spec.source.sha256}"
+    digest = mv.status.digest or source_digest(mv.spec.source)
     pod_annotations = {**(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
     container: Obj = {
         "name": "server",
@@ -77,7 +92,8 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "ports": [{"name": "http", "containerPort": config.serving_port, "protocol": "TCP"}],
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
-        "startupProbe": _probe("/v2/health/ready", 2, 150),
+        "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS,
+                               startup_failure_threshold(mv.status.size_bytes)),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
@@ -87,10 +103,12 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "name": "fetch-model",
         "image": config.runtime_image,
         "command": ["onnx-server"],
-        "args": ["fetch", "--uri", mv.spec.source.uri, "--sha256", mv.spec.source.sha256, "--dest", MODEL_DIR],
+        "args": ["fetch", *source_args(mv.spec.source, MODEL_DIR)],
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes, mounts = source_volume(mv.spec.source)
+    fetch["volumeMounts"] += mounts
     if md.spec.resources:
         # the init container too: a namespace quota may demand limits on every container
         container["resources"] = fetch["resources"] = md.spec.resources.wire()
@@ -106,7 +124,8 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
                 "terminationGracePeriodSeconds": GRACE_SECONDS,
                 "initContainers": [fetch],
                 "containers": [container],
-                "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}}],
+                "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}},
+                            *volumes],
                 **placement(md),
             },
         },

@@ -17,6 +17,7 @@ from onnx_operator.desired.names import (
     MANAGED_BY,
     verify_job_name,
 )
+from onnx_operator.desired.source import source_args, source_volume
 
 WORK_DIR = "/work"
 TERMINATION_LOG = "/dev/termination-log"
@@ -36,13 +37,14 @@ def desired_verify_job(mv: ModelVersion, config: OperatorConfig) -> Obj:
         "name": "verify",
         "image": config.runtime_image,
         "command": ["onnx-server"],
-        "args": ["verify", "--uri", mv.spec.source.uri, "--sha256", mv.spec.source.sha256,
-                 "--dest", WORK_DIR, "--termination-message-path", TERMINATION_LOG],
+        "args": ["verify", *source_args(mv.spec.source, WORK_DIR), "--termination-message-path", TERMINATION_LOG],
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "work", "mountPath": WORK_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
+    volumes, mounts = source_volume(mv.spec.source)
+    container["volumeMounts"] += mounts
     labels = verify_labels(mv.name)
     return {
         "apiVersion": "batch/v1", "kind": "Job",
@@ -61,7 +63,7 @@ def desired_verify_job(mv: ModelVersion, config: OperatorConfig) -> Obj:
                     "automountServiceAccountToken": False,
                     "securityContext": RESTRICTED_POD,
                     "containers": [container],
-                    "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+                    "volumes": [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}, *volumes],
                 },
             },
         },
@@ -75,6 +77,7 @@ class VerifyResult:
     message: str
     digest: str | None = None
     size_bytes: int | None = None
+    file_count: int | None = None
     signature: Signature | None = None
 
 
@@ -93,7 +96,8 @@ def parse_verify_result(termination_message: str | None, exit_code: int | None) 
         except ValueError as exc:
             return VerifyResult(False, reasons.VERIFICATION_FAILED, f"unreadable signature: {exc}")
         return VerifyResult(True, reasons.VERIFIED, "model downloaded, checksum matched, loaded with onnxruntime",
-                            str(data["digest"]), int(data.get("sizeBytes", 0)), signature)
+                            str(data["digest"]), int(data.get("sizeBytes", 0)), int(data.get("fileCount", 1)),
+                            signature)
     reason = str(data.get("reason", ""))
     return VerifyResult(False, reason if reason in KNOWN_FAILURES else reasons.VERIFICATION_FAILED,
                         str(data.get("message", ""))[:1024] or f"verification exited {exit_code}")

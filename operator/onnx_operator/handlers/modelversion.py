@@ -60,6 +60,7 @@ def _next_status(mv: ModelVersion, ctx: Context, generation: int) -> dict[str, A
                                       generation, now())
         if result.ok:
             st.digest, st.size_bytes, st.signature = result.digest, result.size_bytes, result.signature
+            st.file_count = result.file_count
     st.observed_generation = generation
     return st.wire()
 
