@@ -51,12 +51,19 @@ def _probe(path: str, period: int, failures: int) -> Obj:
             "failureThreshold": failures}
 
 
+def scrape_annotations(config: OperatorConfig) -> dict[str, str]:
+    """What a plain Prometheus with kubernetes_sd (pod role) keys on to scrape the runtime's /metrics."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(config.serving_port),
+            "prometheus.io/path": "/metrics"}
+
+
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
                        replicas: int | None) -> Obj:
     """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
     labels = version_labels(md.name, mv.name)
     digest = mv.status.digest or f"sha256:{mv.spec.source.sha256}"
-    pod_annotations = {**(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
+    # a user's podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false")
+    pod_annotations = {**scrape_annotations(config), **(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
     container: Obj = {
         "name": "server",
         "image": config.runtime_image,
