@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from onnx_operator.api import parse_model_version
@@ -78,17 +77,3 @@ def test_gates_are_judged_once_the_window_holds_min_requests(scraped: tuple[Serv
     assert too_few[0].inconclusive and "fewer than spec.strategy.canary.analysis.minRequests (100000)" \
         in too_few[0].message
 
-
-def test_prometheus_config_file_is_valid_for_promtool(tmp_path: Path) -> None:
-    import subprocess
-
-    from tests.prometheus import kubernetes_sd_scrape_config, write_prometheus_config
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
-    config = write_prometheus_config(tmp_path / "prometheus.yml", [
-        kubernetes_sd_scrape_config(kubeconfig, namespaces=["team-a"]), static_scrape_config(["127.0.0.1:1"])])
-
-    checked = subprocess.run(["promtool", "check", "config", str(config)], capture_output=True, text=True,
-                             timeout=60)
-
-    assert checked.returncode == 0, checked.stdout + checked.stderr

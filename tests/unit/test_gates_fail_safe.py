@@ -68,6 +68,7 @@ def test_an_inconclusive_gate_holds_a_step_whose_pause_is_over() -> None:
 
     assert d.rollout["stepIndex"] == 0 and d.replicas == {"v2": 1, "v1": 9}
     assert d.rollout["gatesInconclusiveSince"] == T5M and d.rolled_back is None
+    assert d.events == [("Warning", GATES_INCONCLUSIVE, f"v2 holds: {NO_DATA.message}")], "one Event as it begins"
 
 
 def test_the_final_step_does_not_complete_on_inconclusive_gates() -> None:
@@ -117,7 +118,7 @@ def test_no_gates_evaluated_this_time_keeps_the_hold() -> None:
     held = step(gatesInconclusiveSince=T1, gates=[NO_DATA.wire()])
     d = decide(md({"servingVersion": "v1", "rollout": held}), obs(v1=9, v2=1), 10, None, [], None, T5M)
 
-    assert d.rollout["stepIndex"] == 0 and d.rollout["gatesInconclusiveSince"] == T1
+    assert d.rollout["stepIndex"] == 0 and d.rollout["gatesInconclusiveSince"] == T1 and d.events == []
 
 
 def test_status_is_progressing_with_a_reason_naming_the_gate_and_why() -> None:

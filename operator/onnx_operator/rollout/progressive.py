@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnx_operator.api import ModelDeployment
-from onnx_operator.rollout.gates import GATES_HAD_NO_DATA, GateResult, hold_on_gates, inconclusive_message
+from onnx_operator.rollout.gates import (
+    GATES_HAD_NO_DATA,
+    GATES_INCONCLUSIVE,
+    GateResult,
+    hold_on_gates,
+    inconclusive_message,
+)
 from onnx_operator.rollout.rolling import Observed, plan_handover
 from onnx_operator.rollout.timeutil import parse_duration, seconds_between
 
@@ -137,6 +143,8 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
     if failing:
         g = failing[0]
         return _rollback(d, md, state, stable, replicas, g.name, g.message, now)
+    if unsure_since == now and gates:
+        d.events.append(("Warning", GATES_INCONCLUSIVE, f"{desired} holds: {inconclusive_message(state)}"))
     if unsure_since and seconds_between(unsure_since, now) > spec.progress_deadline_seconds:
         return _rollback(d, md, state, stable, replicas, GATES_HAD_NO_DATA,
                          f"the gates had no data for {spec.progress_deadline_seconds}s "
