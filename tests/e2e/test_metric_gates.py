@@ -29,9 +29,11 @@ from tests.prometheus import Prometheus, static_scrape_config
 from tests.runtime.conftest import ServerProcess, model_dir
 
 pytestmark = [pytest.mark.cluster]
+# 300 ms sits between the buckets a fast server lands in, even on a loaded host (its p99 reached the
+# 100-250 ms bucket), and the 400 ms floor the slow server's batching delay puts on every request
 GATED = {"type": "Canary", "canary": {
     "steps": [{"weight": 50, "pause": "20s"}, {"weight": 100}],
-    "analysis": {"latencyP99Ms": 150, "successRate": 0.95, "intervalSeconds": 5}}}
+    "analysis": {"latencyP99Ms": 300, "successRate": 0.95, "intervalSeconds": 5}}}
 
 
 class Traffic:
@@ -110,7 +112,7 @@ def test_slow_canary_is_rolled_back_by_the_latency_gate(
 
     rolled = condition(md, "RolledBack")
     assert rolled["reason"] == "LatencyP99Ms"
-    assert "above the maximum 150" in rolled["message"]
+    assert "above the maximum 300" in rolled["message"]
     assert md["status"]["servingVersion"] == "stable"
     wait_for("stable at full size", lambda: replicas_by_version(cluster, namespace, "web") == {"stable": 2})
 
