@@ -68,10 +68,29 @@ def test_helm_lint_passes(tools: Path, cluster: ClusterHandle) -> None:
     ("logFormat=xml", "logFormat"),
     ("watchNamespaces[0]=Bad_Name", "watchNamespaces"),
     ("unknownKey=1", "unknownKey"),
+    ("podMonitor.interval=soon", "podMonitor"),
 ])
 def test_values_schema_rejects_wrong_values(tools: Path, cluster: ClusterHandle, option: str, message: str) -> None:
     out = helm(tools, cluster, "template", "x", str(CHART), "--kube-version", "1.36.0", "--set", option, check=False)
     assert out.returncode != 0 and message in out.stderr
+
+
+def test_pod_monitor_is_off_by_default(tools: Path, cluster: ClusterHandle) -> None:
+    out = helm(tools, cluster, "template", "op", str(CHART), "--kube-version", "1.36.0")
+    assert "kind: PodMonitor" not in out.stdout
+
+
+def test_pod_monitor_scrapes_the_serving_pods_of_the_watched_namespaces(tools: Path, cluster: ClusterHandle) -> None:
+    out = helm(tools, cluster, "template", "op", str(CHART), "--kube-version", "1.36.0", "--set",
+               "podMonitor.enabled=true", "--set", "watchNamespaces={team-a}", "--set", "podMonitor.labels.release=kps")
+
+    monitor = next(d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "PodMonitor")
+
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+    assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "onnx-operator",
+                                                          "app.kubernetes.io/component": "serving"}
+    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,34 +22,18 @@ from tests.e2e.helpers import (
     wait_condition,
     wait_mv_phase,
     wait_ready,
+    wait_until,
 )
 from tests.models import make_model
-from tests.runtime.conftest import ServerProcess, free_port, model_dir
+from tests.prometheus import Prometheus, static_scrape_config
+from tests.runtime.conftest import ServerProcess, model_dir
 
 pytestmark = [pytest.mark.cluster]
+# 300 ms sits between the buckets a fast server lands in, even on a loaded host (its p99 reached the
+# 100-250 ms bucket), and the 400 ms floor the slow server's batching delay puts on every request
 GATED = {"type": "Canary", "canary": {
     "steps": [{"weight": 50, "pause": "20s"}, {"weight": 100}],
-    "analysis": {"latencyP99Ms": 150, "successRate": 0.95, "intervalSeconds": 5}}}
-
-
-class Prometheus:
-    def __init__(self, root: Path, targets: list[str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = root / "prometheus.yml"
-        config.write_text("global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                          "scrape_configs:\n- job_name: onnx-server\n  static_configs:\n"
-                          f"  - targets: {targets!r}\n")
-        self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}"],
-            stdout=(root / "prometheus.log").open("wb"), stderr=subprocess.STDOUT)
-        wait_for("prometheus ready", lambda: httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200,
-                 timeout=60)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+    "analysis": {"latencyP99Ms": 300, "successRate": 0.95, "intervalSeconds": 5}}}
 
 
 class Traffic:
@@ -89,7 +72,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         "3.0.0": ServerProcess(model_dir(root / "s3", data), "--max-batch-size", "8", "--max-delay-ms", "400",
                                version="3.0.0"),
     }
-    prom = Prometheus(root, [f"127.0.0.1:{s.port}" for s in servers.values()])
+    prom = Prometheus(root / "prometheus", [static_scrape_config([f"127.0.0.1:{s.port}" for s in servers.values()])])
     traffic = Traffic(list(servers.values()))
     wait_for("latency data in prometheus", lambda: httpx.get(f"{prom.url}/api/v1/query", params={
         "query": 'sum(rate(onnx_server_requests_total{version="3.0.0"}[1m]))'}).json()["data"]["result"], timeout=60)
@@ -112,13 +95,13 @@ def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path, flee
     op.stop()
 
 
-def rollout_to(cluster: ClusterHandle, ns: str, models: ModelStore, version: str) -> None:
+def rollout_to(cluster: ClusterHandle, ns: str, models: ModelStore, version: str, **spec: object) -> None:
     cluster.apply(model_version("stable", models.model(f"g-{ns}-1.onnx"), version="1.0.0"), ns)
     cluster.apply(model_version("next", models.model(f"g-{ns}-2.onnx", scale=2.0), version=version), ns)
-    cluster.apply(model_deployment("web", "stable", replicas=2, strategy=GATED), ns)
+    cluster.apply(model_deployment("web", "stable", replicas=2, strategy=GATED, **spec), ns)
     wait_ready(cluster, ns, "web")
     wait_mv_phase(cluster, ns, "next", "Ready")
-    cluster.apply(model_deployment("web", "next", replicas=2, strategy=GATED), ns)
+    cluster.apply(model_deployment("web", "next", replicas=2, strategy=GATED, **spec), ns)
 
 
 def test_slow_canary_is_rolled_back_by_the_latency_gate(
@@ -129,7 +112,7 @@ def test_slow_canary_is_rolled_back_by_the_latency_gate(
 
     rolled = condition(md, "RolledBack")
     assert rolled["reason"] == "LatencyP99Ms"
-    assert "above the maximum 150" in rolled["message"]
+    assert "above the maximum 300" in rolled["message"]
     assert md["status"]["servingVersion"] == "stable"
     wait_for("stable at full size", lambda: replicas_by_version(cluster, namespace, "web") == {"stable": 2})
 
@@ -145,3 +128,20 @@ def test_healthy_canary_passes_its_gates_and_completes(
 
     md = wait_ready(cluster, namespace, "web", timeout=120)
     assert md["status"]["servingVersion"] == "next"
+
+
+def test_canary_without_traffic_holds_on_inconclusive_gates_then_rolls_back_at_the_deadline(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, operator: OperatorProcess) -> None:
+    # no server answers as 4.0.0, so Prometheus has no requests of it: nothing to judge
+    rollout_to(cluster, namespace, models, "4.0.0", progressDeadlineSeconds=30)
+
+    held = wait_until(cluster, "md", namespace, "web", "Progressing=GatesInconclusive",
+                      lambda o: condition(o, "Progressing").get("reason") == "GatesInconclusive", 90)
+    rolled = condition(wait_condition(cluster, namespace, "web", "RolledBack", timeout=120), "RolledBack")
+
+    progressing = condition(held, "Progressing")
+    assert progressing["status"] == "True"
+    assert "SuccessRate inconclusive: 0 requests to the new version" in progressing["message"]
+    assert held["status"]["rollout"]["stepIndex"] == 0, "the step held: no weight was added without evidence"
+    assert rolled["reason"] == "GatesHadNoData" and "the gates had no data for 30s" in rolled["message"]
+    wait_for("stable at full size", lambda: replicas_by_version(cluster, namespace, "web") == {"stable": 2})

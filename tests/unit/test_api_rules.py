@@ -63,6 +63,8 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     ({"strategy": canary(100, analysis={"queries": [{"name": "errors", "query": "up"}]})},
      "spec.strategy.canary.analysis.queries[0].max",
      "spec.strategy.canary.analysis.queries[0].max: each query needs max, min or both"),
+    ({"strategy": canary(100, analysis={"intervalSeconds": 10})}, "spec.strategy.canary.analysis.successRate",
+     "spec.strategy.canary.analysis.successRate: set successRate, latencyP99Ms or queries"),
     ({"strategy": {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 0}}}, "spec.strategy.rollingUpdate.maxSurge",
      "spec.strategy.rollingUpdate.maxSurge: maxSurge and maxUnavailable must not both be 0"),
 ])

@@ -1,8 +1,8 @@
 from typing import Any
 
 from onnx_operator.api import parse_model_deployment
-from onnx_operator.rollout.gates import GateQuery, judge
-from onnx_operator.rollout.progressive import GateResult, canary_replicas, decide, parse_action
+from onnx_operator.rollout.gates import GateQuery, GateResult, judge
+from onnx_operator.rollout.progressive import canary_replicas, decide, parse_action
 from onnx_operator.rollout.rolling import Observed
 from onnx_operator.rollout.timeutil import parse_duration
 
@@ -102,7 +102,7 @@ def test_canary_not_ready_by_the_deadline_rolls_back() -> None:
 
 def test_a_failing_gate_rolls_back_with_its_values() -> None:
     state = {"version": "v2", "from": "v1", "stepIndex": 0, "stepStartedAt": T0, "startedAt": T0}
-    gate = GateResult("SuccessRate", False, 0.5, 0.99, "SuccessRate 0.5 is below the minimum 0.99")
+    gate = GateResult("SuccessRate", "Failed", 0.5, 0.99, "SuccessRate 0.5 is below the minimum 0.99")
     d = decide(md({"servingVersion": "v1", "rollout": state}), obs(v1=9, v2=1), 10, None, [gate], None, T1)
     assert d.rolled_back == ("SuccessRate", "v2 rolled back to v1: SuccessRate 0.5 is below the minimum 0.99")
     assert d.history[-1]["result"] == "RolledBack"
@@ -159,11 +159,12 @@ def test_actions_and_durations_parse() -> None:
     assert parse_duration("1h30m") == 5400 and parse_duration("500ms") == 0.5
 
 
-def test_gates_pass_without_data_and_fail_on_evidence() -> None:
+def test_gates_are_inconclusive_without_data_and_judged_only_on_evidence() -> None:
     q = GateQuery("SuccessRate", "x", minimum=0.99)
-    assert judge(q, None).passed and judge(q, 0.995).passed
-    assert not judge(q, 0.9).passed
-    assert not judge(GateQuery("LatencyP99Ms", "y", maximum=100), 250).passed
+    assert judge(q, None).inconclusive and not judge(q, None).passed
+    assert judge(q, 0.995).passed
+    assert judge(q, 0.9).failed
+    assert judge(GateQuery("LatencyP99Ms", "y", maximum=100), 250).failed
 
 
 def test_an_unready_canary_is_looked_at_again_when_its_deadline_passes() -> None:

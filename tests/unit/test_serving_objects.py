@@ -222,3 +222,21 @@ def test_each_known_verify_failure_keeps_its_reason(reason: str) -> None:
     result = parse_verify_result(f'{{"reason":"{reason}","message":"detail"}}', 4)
 
     assert (result.ok, result.reason, result.message) == (False, reason, "detail")
+
+
+def test_serving_pods_carry_the_prometheus_scrape_annotations_for_the_runtime_port() -> None:
+    config = OperatorConfig(runtime_image="registry.local/runtime:1", serving_port=9000)
+
+    annotations = desired_deployment(md(), mv(), config, 1)["spec"]["template"]["metadata"]["annotations"]
+
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9000"
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
+def test_pod_annotations_of_the_spec_override_the_scrape_annotations() -> None:
+    spec = md(podAnnotations={"prometheus.io/scrape": "false", "team": "ml"})
+
+    annotations = desired_deployment(spec, mv(), CONFIG, 1)["spec"]["template"]["metadata"]["annotations"]
+
+    assert annotations["prometheus.io/scrape"] == "false" and annotations["team"] == "ml"

@@ -71,11 +71,25 @@ class MetricQuery(ApiModel):
     min: float | None = Field(None, description="Fail the gate when the result is below this.")
 
 
+def _no_gate(a: Analysis) -> str | None:
+    return "successRate" if a.success_rate is None and a.latency_p99_ms is None and not a.queries else None
+
+
 class Analysis(ApiModel):
+    rules = (Rule(
+        "has(self.successRate) || has(self.latencyP99Ms) || (has(self.queries) && size(self.queries) > 0)",
+        "spec.strategy.canary.analysis: set successRate, latencyP99Ms or queries (an analysis without a "
+        "gate judges nothing; minRequests applies to the gates)",
+        _no_gate,
+    ),)
+
     success_rate: float | None = Field(None, ge=0, le=1, description="Minimum fraction of non-5xx responses.")
     latency_p99_ms: int | None = Field(None, ge=1, description="Maximum p99 latency in ms.")
     interval_seconds: int = Field(30, ge=5, le=3600, description="How often gates are evaluated.")
     queries: list[MetricQuery] = Field(default_factory=list, max_length=10, description="Raw PromQL gates.")
+    min_requests: int = Field(20, ge=1, le=1_000_000, description="Fewest requests to the new version in a "
+                              "gate's 1m window for it to be judged; with fewer (or no data, or Prometheus "
+                              "unreachable) the gate is inconclusive and the step holds.")
 
 
 def _first_not_increasing(steps: list[CanaryStep]) -> str | None:
@@ -95,7 +109,8 @@ class Canary(ApiModel):
     )
 
     steps: list[CanaryStep] = Field(min_length=1, max_length=20, description="Traffic steps, ending at 100.")
-    analysis: Analysis | None = Field(None, description="Metric gates; a failing gate rolls back.")
+    analysis: Analysis | None = Field(None, description="Metric gates; a failing gate rolls back, "
+                                     "one without data holds the step until the progress deadline.")
 
 
 class BlueGreen(ApiModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 BAR = 24
+VERDICTS = {"Passed": "PASS", "Failed": "FAIL", "Inconclusive": "INCONCLUSIVE"}
 
 
 def progress_bar(fraction: float, width: int = BAR) -> str:
@@ -57,8 +58,14 @@ def render_status(md: dict[str, Any]) -> list[str]:
         lines += ["", "gates:"]
         for g in gates:
             value = "no data" if g.get("value") is None else f"{g['value']:.4g}"
-            lines.append(f"  {'PASS' if g.get('passed') else 'FAIL'}  {g['name']}: {value} "
+            verdict = g.get("verdict") or ("Passed" if g.get("passed") else "Failed")
+            lines.append(f"  {VERDICTS.get(verdict, verdict.upper())}  {g['name']}: {value} "
                          f"(threshold {g.get('threshold')})")
+            if verdict == "Inconclusive":
+                lines.append(f"        {g.get('message', '')}")
+        if rollout.get("gatesInconclusiveSince"):
+            lines.append(f"holding since {rollout['gatesInconclusiveSince']}: gates without data never pass; "
+                         "still inconclusive at the progress deadline, the rollout rolls back")
     conds = status.get("conditions") or []
     if conds:
         lines += ["", "conditions:"]

@@ -71,6 +71,7 @@ def placement(md: ModelDeployment) -> Obj:
         out["affinity"] = md.spec.affinity.wire()
     return out
 
+
 def startup_failure_threshold(size_bytes: int | None) -> int:
     """Startup probe failures allowed: the budget grows with the verified size, so a large model is not
     killed while it loads."""
@@ -78,12 +79,19 @@ def startup_failure_threshold(size_bytes: int | None) -> int:
     return math.ceil(budget / STARTUP_PERIOD_SECONDS)
 
 
+def scrape_annotations(config: OperatorConfig) -> dict[str, str]:
+    """What a plain Prometheus with kubernetes_sd (pod role) keys on to scrape the runtime's /metrics."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(config.serving_port),
+            "prometheus.io/path": "/metrics"}
+
+
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
                        replicas: int | None) -> Obj:
     """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
     labels = version_labels(md.name, mv.name)
     digest = mv.status.digest or source_digest(mv.spec.source)
-    pod_annotations = {**(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
+    # a user's podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false")
+    pod_annotations = {**scrape_annotations(config), **(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
     container: Obj = {
         "name": "server",
         "image": config.runtime_image,

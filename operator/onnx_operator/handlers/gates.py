@@ -7,12 +7,21 @@ import logging
 import httpx
 
 from onnx_operator.api import ModelDeployment, ModelVersion
+from onnx_operator.api.modeldeployment import Analysis
 from onnx_operator.handlers.context import Context
-from onnx_operator.rollout.gates import GateQuery, gate_queries, judge
-from onnx_operator.rollout.progressive import GateResult
+from onnx_operator.rollout.gates import (
+    GateQuery,
+    GateResult,
+    gate_queries,
+    inconclusive,
+    judge,
+    request_count_query,
+    too_few_requests,
+)
 from onnx_operator.rollout.rolling import Observed
 
 LOG = logging.getLogger(__name__)
+QUERY_ERRORS = (httpx.HTTPError, KeyError, ValueError, TypeError, IndexError)
 
 
 def query_prometheus(base_url: str, promql: str, timeout: float = 10) -> float | None:
@@ -28,24 +37,44 @@ def query_prometheus(base_url: str, promql: str, timeout: float = 10) -> float |
 
 def evaluate_gates(ctx: Context, md: ModelDeployment, mv: ModelVersion,
                    observed: dict[str, Observed]) -> list[GateResult]:
-    """Gates apply to a Canary whose current step's pods are ready and that has analysis set."""
+    """Gates apply to a Canary whose current step's pods are ready and that has analysis set.
+    Whatever keeps a gate from being judged (no Prometheus, an error, too little traffic) makes it
+    inconclusive, so the step holds instead of passing on no evidence."""
     canary = md.spec.strategy.canary
     rollout = md.status.rollout or {}
     if (md.spec.strategy.type != "Canary" or canary is None or canary.analysis is None
             or rollout.get("version") != mv.name or mv.name not in observed or not observed[mv.name].ready):
         return []
-    if not ctx.config.prometheus_url:
+    url = ctx.config.prometheus_url
+    if not url:
         LOG.warning("%s/%s has metric gates but the operator has no --prometheus-url", md.namespace, md.name)
-        return []
-    results = []
-    for q in gate_queries(canary.analysis, mv):
-        try:
-            value = query_prometheus(ctx.config.prometheus_url, q.promql)
-        except (httpx.HTTPError, KeyError, ValueError) as exc:
-            LOG.warning("Gate %s of %s/%s not evaluated: %s", q.name, md.namespace, md.name, exc)
-            continue
-        results.append(judge(q, value))
-    return results
+    return read_gates(url, canary.analysis, mv)
 
 
-__all__ = ["GateQuery", "evaluate_gates", "query_prometheus"]
+def read_gates(url: str | None, analysis: Analysis, mv: ModelVersion) -> list[GateResult]:
+    """The new version's gates judged from Prometheus at `url`: first its request count in the window
+    (fewer than analysis.minRequests and nothing is judged), then one instant query per gate."""
+    queries = gate_queries(analysis, mv)
+    if not url:
+        return [inconclusive(q, "the operator has no Prometheus URL (--prometheus-url)") for q in queries]
+    try:
+        why = too_few_requests(query_prometheus(url, request_count_query(mv)), analysis.min_requests)
+    except QUERY_ERRORS as exc:
+        LOG.warning("Gates of %s not evaluated: %s", mv.name, exc)
+        return [inconclusive(q, _unreadable(url, exc)) for q in queries]
+    if why is not None:
+        return [inconclusive(q, why) for q in queries]
+    return [_judge_live(url, q) for q in queries]
+
+def _unreadable(url: str, exc: Exception) -> str:
+    return f"Prometheus at {url} could not be queried: {type(exc).__name__}: {exc}"
+
+
+def _judge_live(url: str, q: GateQuery) -> GateResult:
+    try:
+        return judge(q, query_prometheus(url, q.promql))
+    except QUERY_ERRORS as exc:
+        return inconclusive(q, _unreadable(url, exc))
+
+
+__all__ = ["GateQuery", "evaluate_gates", "query_prometheus", "read_gates"]

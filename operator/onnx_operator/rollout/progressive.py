@@ -12,6 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from onnx_operator.api import ModelDeployment
+from onnx_operator.rollout.gates import (
+    GATES_HAD_NO_DATA,
+    GATES_INCONCLUSIVE,
+    GateResult,
+    hold_on_gates,
+    inconclusive_message,
+)
 from onnx_operator.rollout.rolling import Observed, plan_handover
 from onnx_operator.rollout.timeutil import parse_duration, seconds_between
 
@@ -24,21 +31,6 @@ ROLLED_BACK = "RolledBack"
 ABORTED = "Aborted"
 SUPERSEDED = "Superseded"
 DEADLINE = "ProgressDeadlineExceeded"
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One metric gate's latest evaluation for the canary."""
-
-    name: str
-    passed: bool
-    value: float | None
-    threshold: float
-    message: str
-
-    def wire(self) -> dict[str, Any]:
-        return {"name": self.name, "passed": self.passed, "value": self.value,
-                "threshold": self.threshold, "message": self.message}
 
 
 @dataclass
@@ -146,12 +138,17 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
         return _rollback(d, md, state, stable, replicas, DEADLINE,
                          f"{new_ready}/{target_new} pods of {desired} ready after {spec.progress_deadline_seconds}s",
                          now)
-    if gates:
-        state["gates"] = [g.wire() for g in gates]
-    failing = [g for g in gates if not g.passed]
+    unsure_since = hold_on_gates(state, gates, now)
+    failing = [g for g in gates if g.failed]
     if failing:
         g = failing[0]
         return _rollback(d, md, state, stable, replicas, g.name, g.message, now)
+    if unsure_since == now and gates:
+        d.events.append(("Warning", GATES_INCONCLUSIVE, f"{desired} holds: {inconclusive_message(state)}"))
+    if unsure_since and seconds_between(unsure_since, now) > spec.progress_deadline_seconds:
+        return _rollback(d, md, state, stable, replicas, GATES_HAD_NO_DATA,
+                         f"the gates had no data for {spec.progress_deadline_seconds}s "
+                         f"(spec.progressDeadlineSeconds): {inconclusive_message(state)}", now)
     if strategy == "Canary":
         d = _canary(d, md, state, stable, replicas, observed, act, now)
     elif strategy == "BlueGreen":
@@ -216,6 +213,7 @@ def _enter_step(state: dict[str, Any], now: str) -> None:
     """A new step's deadline counts from now, its pause from when its own pods are Ready."""
     state["stepStartedAt"] = now
     state.pop("stepReadyAt", None)
+    state.pop("gatesInconclusiveSince", None)
 
 
 def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str | None, replicas: int,
@@ -238,7 +236,9 @@ def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str
     advance = False
     if ready and not state.get("paused"):
         if act in ("promote", "promote-full"):
-            advance = True
+            advance = True  # a user's promotion also passes over inconclusive (never failed) gates
+        elif state.get("gatesInconclusiveSince"):
+            advance = False  # held until the gates have data; the handler looks again every interval
         elif step.pause is not None:
             wait = parse_duration(step.pause)
             advance = held >= wait

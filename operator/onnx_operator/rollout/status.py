@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from onnx_operator.api import ModelDeployment, ModelDeploymentStatus, set_condition
 from onnx_operator.api import conditions as r
 from onnx_operator.api.modeldeployment import VersionStatus
+from onnx_operator.rollout.gates import GATES_INCONCLUSIVE, inconclusive_message
 from onnx_operator.rollout.rolling import Observed
 
 if TYPE_CHECKING:
@@ -52,6 +53,10 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
         if complete:
             conds = set_condition(conds, "Progressing", False, r.ROLLOUT_COMPLETE,
                                   f"{desired} serves all traffic", gen, now)
+        elif rollout and rollout.get("gatesInconclusiveSince"):
+            conds = set_condition(conds, "Progressing", True, GATES_INCONCLUSIVE,
+                                  f"{_progress(desired, rollout, new_ready, desired_replicas)} holds: "
+                                  f"{inconclusive_message(rollout)}", gen, now)
         else:
             conds = set_condition(conds, "Progressing", True, r.ROLLOUT_IN_PROGRESS, _progress(desired, rollout,
                                   new_ready, desired_replicas), gen, now)
