@@ -45,7 +45,8 @@ def containerised_operator(operator_image: str, operator_kubeconfig: Path, crds:
     ctr = subprocess.run([*BUILDAH, "from", operator_image], check=True, capture_output=True, text=True).stdout.strip()
     # the environment a pod spec would give the container
     subprocess.run([*BUILDAH, "config", "--env", "KUBECONFIG=/etc/onnx-operator/kubeconfig",
-                    "--env", "ONNX_OPERATOR_RUNTIME_IMAGE=localhost/onnx-operator/runtime:test", ctr], check=True)
+                    "--env", "ONNX_OPERATOR_RUNTIME_IMAGE=localhost/onnx-operator/runtime:test",
+                    "--env", "ONNX_OPERATOR_LEADER_ELECT_RESOURCE_NAMESPACE=onnx-operator", ctr], check=True)
     proc = subprocess.Popen(
         [*BUILDAH, "run", "--isolation", "chroot", "--network", "host", "--user", "65532:65532",
          "-v", f"{secrets}:/etc/onnx-operator:ro", ctr, "--", *config["Entrypoint"]],
