@@ -42,9 +42,10 @@ def free_port() -> int:
 
 
 class Replica:
-    def __init__(self, cluster: ClusterHandle, name: str, workdir: Path, *extra_args: str) -> None:
+    def __init__(self, cluster: ClusterHandle, name: str, workdir: Path, *extra_args: str,
+                 groups: tuple[str, ...] = (REPLICA_GROUP,)) -> None:
         self.name = name
-        config = yaml.safe_load(cluster.user_kubeconfig(name, (REPLICA_GROUP,)).read_text())
+        config = yaml.safe_load(cluster.user_kubeconfig(name, groups).read_text())
         self.proxy = ApiProxy(config["clusters"][0]["cluster"]["server"])
         config["clusters"][0]["cluster"]["server"] = self.proxy.url
         kubeconfig = workdir / f"{name}.kubeconfig"
