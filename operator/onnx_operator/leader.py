@@ -117,6 +117,8 @@ class LeaderElector:
             if self.leadership.expired() and self.leadership.stop():
                 LOG.warning("Stopped leading: %s not renewed within the renew deadline (%gs)", self.where,
                             self.timing.renew_deadline)
+            elif not won and self.leadership.holder not in ("", self.leadership.identity) and self.leadership.stop():
+                LOG.warning("Stopped leading: %s is held by %s", self.where, self.leadership.holder)
             if won and self.leadership.renewed(sent + self.timing.renew_deadline):
                 LOG.info("Became the leader: %s held by %s", self.where, self.leadership.identity)
                 self.on_started()
