@@ -35,11 +35,11 @@ ADMIN = ("system:masters",)
 def handovers(handle: ClusterHandle, workdir: Path, runs: int, sig: int) -> list[float]:
     suffix = "kill" if sig == signal.SIGKILL else "term"
     leader = Replica(handle, f"bench-{suffix}-a", workdir, groups=ADMIN).start()
+    wait_for("a leader", leader.leads, timeout=60)
     follower = Replica(handle, f"bench-{suffix}-b", workdir, groups=ADMIN).start()
     times = []
     rng = random.Random(sig)
     try:
-        wait_for("a leader", leader.leads, timeout=60)
         for _ in range(runs):
             wait_for("the follower to see the leader",
                      lambda f=follower, name=leader.name: f.health()["holder"] == name, 30)
