@@ -85,7 +85,8 @@ def test_rendered_manifests_are_valid_for_this_cluster(tools: Path, cluster: Clu
 def test_rendered_manifests_also_validate_in_namespaced_mode(tools: Path, cluster: ClusterHandle) -> None:
     out = helm(tools, cluster, "template", "op", str(CHART), "--kube-version", "1.36.0",
                "--set", "watchNamespaces={team-a,team-b}")
-    assert out.stdout.count("\nkind: Role\n") == 2
+    roles = [d["metadata"]["namespace"] for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Role"]
+    assert sorted(roles) == ["default", "team-a", "team-b"], "one Role per watched namespace, plus the Lease's"
     docs = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "ClusterRole"]
     assert [r["resources"] for r in docs[0]["rules"]] == [["customresourcedefinitions"]], \
         "namespaced mode grants nothing cluster-wide but kopf's CRD watch"
