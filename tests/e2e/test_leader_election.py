@@ -107,10 +107,10 @@ def test_killed_leader_hands_its_canary_over_mid_step(
 def test_partitioned_leader_stops_acting_before_the_follower_takes_over(
         cluster: ClusterHandle, namespace: str, models: ModelStore, pair: tuple[Replica, Replica]) -> None:
     a, b = pair
+    since = time.time()
     two_versions(cluster, namespace, models, "partition")
     cluster.apply(model_deployment("web", "v1", replicas=2), namespace)
     wait_ready(cluster, namespace, "web")
-    since = time.time()
     seen: dict[str, float] = {}
 
     a.proxy.cut()
@@ -141,4 +141,5 @@ def test_partitioned_leader_stops_acting_before_the_follower_takes_over(
     assert cluster.writes_by(a.name, healed) == [], "a rejoins as a follower and writes nothing"
     assert_one_writer_at_a_time(cluster, a, b, since)
     assert [e for e in cluster.audit_events() if e.get("user", {}).get("username") in (a.name, b.name)
+            and e.get("objectRef", {}).get("resource") == "leases"
             and e.get("responseStatus", {}).get("code") == 403] == [], "the chart's RBAC covers the Lease"

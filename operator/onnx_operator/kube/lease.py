@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import dataclass
 
@@ -49,7 +50,9 @@ class LeaseStore:
     """One Lease, read and written with a bounded timeout per call (a hung call must not hang the elector)."""
 
     def __init__(self, api: k8s.ApiClient, namespace: str, name: str) -> None:
-        self.api = k8s.CoordinationV1Api(api)
+        configuration = copy.copy(api.configuration)
+        configuration.retries = False  # one try per attempt: the elector retries, within its deadline
+        self.api = k8s.CoordinationV1Api(k8s.ApiClient(configuration))
         self.namespace, self.name = namespace, name
 
     def get(self, timeout: float) -> StoredLease | None:
