@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 
 ENV_PREFIX = "ONNX_OPERATOR_"
 
@@ -27,8 +27,41 @@ class OperatorConfig(BaseModel):
                                         "(its result is already in the ModelVersion's status).")
     resync_seconds: float = Field(300, ge=5, description="Safety-net re-reconcile interval per object.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
-    liveness_port: int | None = Field(None, ge=1, le=65535, description="Serve kopf's /healthz here.")
+    liveness_port: int | None = Field(None, ge=1, le=65535, description="Serve /healthz (alive; who leads) here.")
     metrics_port: int | None = Field(None, ge=1, le=65535, description="Serve Prometheus /metrics here.")
+    leader_elect: bool = Field(True, description="Elect one acting replica on a coordination.k8s.io Lease; "
+                               "false runs a single replica that always acts.")
+    leader_elect_lease_duration: float = Field(10, gt=0, description="Seconds a follower waits after the last "
+                                               "observed renewal before it takes the Lease over.")
+    leader_elect_renew_deadline: float = Field(7, gt=0, description="Seconds the leader keeps acting without a "
+                                               "successful renewal; must be below the lease duration.")
+    leader_elect_retry_period: float = Field(2, gt=0, description="Seconds between renewals and between a "
+                                             "follower's attempts; must be below the renew deadline.")
+    leader_elect_resource_name: str = Field("onnx-operator", min_length=1, max_length=253,
+                                            pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                                            description="Name of the Lease.")
+    leader_elect_resource_namespace: str | None = Field(
+        None, description="Namespace of the Lease; default: the pod's namespace, else `default`.")
+    leader_elect_identity: str | None = Field(
+        None, description="This replica's name in the Lease; default: host name plus a random suffix.")
+
+    @field_validator("leader_elect_renew_deadline")
+    @classmethod
+    def _below_lease_duration(cls, value: float, info: ValidationInfo) -> float:
+        lease = info.data.get("leader_elect_lease_duration")
+        if lease is not None and value >= lease:
+            raise ValueError(f"must be below --leader-elect-lease-duration ({lease:g}s), "
+                             "so the leader stops acting before its Lease can expire")
+        return value
+
+    @field_validator("leader_elect_retry_period")
+    @classmethod
+    def _below_renew_deadline(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("leader_elect_renew_deadline")
+        if deadline is not None and value >= deadline:
+            raise ValueError(f"must be below --leader-elect-renew-deadline ({deadline:g}s), "
+                             "so the leader gets several renewal attempts")
+        return value
 
     @field_validator("namespaces", mode="before")
     @classmethod
@@ -53,7 +86,11 @@ def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | Non
     for name, field in OperatorConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         var = ENV_PREFIX + name.upper()
-        parser.add_argument(flag, default=None, help=f"{field.description} [env {var}]")
+        help_text = f"{field.description} [env {var}]"
+        if field.annotation is bool:  # `--leader-elect` alone means true, as in Kubernetes' own components
+            parser.add_argument(flag, default=None, nargs="?", const="true", help=help_text)
+        else:
+            parser.add_argument(flag, default=None, help=help_text)
     args = vars(parser.parse_args(argv))
     raw = {name: args[name] if args[name] is not None else env.get(ENV_PREFIX + name.upper())
            for name in OperatorConfig.model_fields}

@@ -40,9 +40,11 @@ def crds(cluster: ClusterHandle) -> None:
 class OperatorProcess:
     """The operator as a real process (`python -m onnx_operator`) with its own identity."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, runtime_image: str, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, runtime_image: str, extra_args: tuple[str, ...] = (),
+                 identity: str = "e2e-operator") -> None:
         self.kubeconfig, self.log_path, self.extra_args = kubeconfig, log_path, extra_args
         self.runtime_image = runtime_image
+        self.identity = identity  # like a pod name: a restart of the same identity resumes its Lease at once
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -50,7 +52,8 @@ class OperatorProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onnx_operator", "--runtime-image", self.runtime_image,
-             "--resync-seconds", "30", *self.extra_args],
+             "--resync-seconds", "30", "--leader-elect-resource-namespace", OPERATOR_NAMESPACE,
+             "--leader-elect-identity", self.identity, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
         log.close()
@@ -76,7 +79,8 @@ def operator_kubeconfig(cluster: ClusterHandle, tmp_path_factory: pytest.TempPat
     rbac = subprocess.run(
         [str(bin_dir / "helm"), "template", "onnx-operator", str(REPO / "charts/onnx-operator"),
          "-n", OPERATOR_NAMESPACE, "--kube-version", "1.36.0", "--show-only", "templates/serviceaccount.yaml",
-         "--show-only", "templates/clusterrole.yaml", "--show-only", "templates/clusterrolebinding.yaml"],
+         "--show-only", "templates/clusterrole.yaml", "--show-only", "templates/clusterrolebinding.yaml",
+         "--show-only", "templates/role.yaml", "--show-only", "templates/rolebinding.yaml"],
         capture_output=True, text=True, check=True).stdout
     if not cluster.kubectl("get", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "-o", "name"):
         cluster.create_namespace(OPERATOR_NAMESPACE)

@@ -11,6 +11,7 @@ import threading
 import venv
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -64,7 +65,8 @@ def test_helm_lint_passes(tools: Path, cluster: ClusterHandle) -> None:
 
 
 @pytest.mark.parametrize(("option", "message"), [
-    ("replicas=3", "replicas"),
+    ("replicas=2,leaderElection.enabled=false", "replicas"),
+    ("leaderElection.leaseDuration=0", "leaseDuration"),
     ("logFormat=xml", "logFormat"),
     ("watchNamespaces[0]=Bad_Name", "watchNamespaces"),
     ("unknownKey=1", "unknownKey"),
@@ -118,11 +120,49 @@ def test_rendered_manifests_are_valid_for_this_cluster(tools: Path, cluster: Clu
 def test_rendered_manifests_also_validate_in_namespaced_mode(tools: Path, cluster: ClusterHandle) -> None:
     out = helm(tools, cluster, "template", "op", str(CHART), "--kube-version", "1.36.0",
                "--set", "watchNamespaces={team-a,team-b}")
-    assert out.stdout.count("\nkind: Role\n") == 2
+    roles = [d["metadata"]["namespace"] for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "Role"]
+    assert sorted(roles) == ["default", "team-a", "team-b"], "one Role per watched namespace, plus the Lease's"
     docs = [d for d in yaml.safe_load_all(out.stdout) if d and d["kind"] == "ClusterRole"]
     assert [r["resources"] for r in docs[0]["rules"]] == [["customresourcedefinitions"]], \
         "namespaced mode grants nothing cluster-wide but kopf's CRD watch"
     assert 'value: "team-a,team-b"' in out.stdout
+
+
+def rendered_docs(tools: Path, cluster: ClusterHandle, *options: str) -> dict[str, dict[str, Any]]:
+    out = helm(tools, cluster, "template", "op", str(CHART), "-n", "ops", "--kube-version", "1.36.0", *options)
+    return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(out.stdout) if d}
+
+
+def test_chart_defaults_to_two_replicas_electing_a_leader(tools: Path, cluster: ClusterHandle) -> None:
+    docs = rendered_docs(tools, cluster)
+
+    dep = docs["Deployment/op-onnx-operator"]
+    pod = dep["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in pod["containers"][0]["env"]}
+    assert dep["spec"]["replicas"] == 2 and dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert env["ONNX_OPERATOR_LEADER_ELECT"] == "true"
+    assert env["ONNX_OPERATOR_LEADER_ELECT_RESOURCE_NAME"] == "op-onnx-operator"
+    assert env["ONNX_OPERATOR_LEADER_ELECT_IDENTITY"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert spread["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["podAffinityTerm"]["labelSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert docs["PodDisruptionBudget/op-onnx-operator"]["spec"]["minAvailable"] == 1
+    role = docs["Role/op-onnx-operator-leader-election"]
+    assert role["metadata"]["namespace"] == "ops"
+    assert [(r["resources"], r.get("resourceNames"), r["verbs"]) for r in role["rules"]] == [
+        (["leases"], None, ["create"]), (["leases"], ["op-onnx-operator"], ["get", "update"])]
+    binding = docs["RoleBinding/op-onnx-operator-leader-election"]
+    assert binding["subjects"][0]["name"] == "op-onnx-operator"
+
+
+def test_chart_without_leader_election_runs_one_replica_with_recreate(tools: Path, cluster: ClusterHandle) -> None:
+    docs = rendered_docs(tools, cluster, "--set", "leaderElection.enabled=false,replicas=1")
+
+    dep = docs["Deployment/op-onnx-operator"]
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    assert env["ONNX_OPERATOR_LEADER_ELECT"] == "false"
+    assert not [k for k in docs if "leader-election" in k or k.startswith("PodDisruptionBudget/")]
 
 
 @pytest.fixture(scope="module")
@@ -149,9 +189,9 @@ def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle,
         helm(tools, cluster, "install", "demo", str(CHART), "-n", ns, "--create-namespace", "--wait",
              "--timeout", "120s", *ALL_OPTIONS, *image_values(cluster))
         dep = cluster.kubectl_json("get", "deployment", "demo-onnx-operator", "-n", ns)
-        assert dep["status"]["availableReplicas"] == 1
-        assert dep["spec"]["strategy"]["type"] == "Recreate"
-        for kind in ("serviceaccount", "service", "networkpolicy", "poddisruptionbudget"):
+        assert dep["status"]["availableReplicas"] == 2
+        assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+        for kind in ("serviceaccount", "service", "networkpolicy", "poddisruptionbudget", "role", "rolebinding"):
             assert cluster.kubectl("get", kind, "-n", ns, "-o", "name")
         assert cluster.kubectl("get", "clusterrole", "demo-onnx-operator", "-o", "name")
 

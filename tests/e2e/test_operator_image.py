@@ -44,7 +44,8 @@ def containerised_operator(cluster: ClusterHandle, operator_image: str, operator
     ctr = subprocess.run([*BUILDAH, "from", operator_image], check=True, capture_output=True, text=True).stdout.strip()
     # the environment a pod spec would give the container
     subprocess.run([*BUILDAH, "config", "--env", "KUBECONFIG=/etc/onnx-operator/kubeconfig",
-                    "--env", f"ONNX_OPERATOR_RUNTIME_IMAGE={cluster.runtime_image}", ctr], check=True)
+                    "--env", f"ONNX_OPERATOR_RUNTIME_IMAGE={cluster.runtime_image}",
+                    "--env", "ONNX_OPERATOR_LEADER_ELECT_RESOURCE_NAMESPACE=onnx-operator", ctr], check=True)
     proc = subprocess.Popen(
         [*BUILDAH, "run", "--isolation", "chroot", "--network", "host", "--user", "65532:65532",
          "-v", f"{secrets}:/etc/onnx-operator:ro", ctr, "--", *config["Entrypoint"]],

@@ -31,7 +31,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
     loop = ReconcileLoop({
         "md": lambda ns, name: reconcile_model_deployment(ctx, ns, name),
         "mv": lambda ns, name: reconcile_model_version(ctx, ns, name),
-    })
+    }, active=ctx.kube.may_write)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

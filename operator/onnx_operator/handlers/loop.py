@@ -1,7 +1,8 @@
 """Runs reconciles: one at a time per object, coalescing bursts of events, with requeues.
 
 Nothing here is state that must survive a restart: on start kopf lists every object and each
-listing event triggers a full, level-triggered reconcile.
+listing event triggers a full, level-triggered reconcile. A follower (leader election) only records
+the keys it hears about; when it becomes the leader it reconciles every one of them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from onnx_operator.kube import NotLeader
 from onnx_operator.metrics import RECONCILE_SECONDS, RECONCILES
 
 LOG = logging.getLogger(__name__)
@@ -25,12 +27,18 @@ class ReconcileLoop:
 
     reconcilers: dict[str, ReconcileFn]
     error_backoff: float = 10.0
+    active: Callable[[], bool] = lambda: True  # false on a follower: requests are only remembered
+    _known: set[Key] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     _pending: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
 
     async def request(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
+        self._known.add(key)
+        if not self.active():
+            return
         lock = self._locks.setdefault(key, asyncio.Lock())
         if lock.locked():
             self._pending.add(key)  # the running reconcile's owner runs it again
@@ -49,6 +57,9 @@ class ReconcileLoop:
         with RECONCILE_SECONDS.labels(kind).time():
             try:
                 delay = await asyncio.to_thread(self.reconcilers[kind], namespace, name)
+            except NotLeader as exc:
+                LOG.info("Stopped reconcile of %s %s/%s: %s", kind, namespace, name, exc)
+                return None
             except Exception:
                 RECONCILES.labels(kind, "error").inc()
                 LOG.exception("Reconcile of %s %s/%s failed; retrying in %.0fs", kind, namespace, name,
@@ -65,8 +76,17 @@ class ReconcileLoop:
         self._timers[key] = loop.call_later(
             max(delay, 0.1), lambda: asyncio.ensure_future(self.request(*key)))
 
+    def resume(self) -> None:
+        """Reconciles every object heard of so far (called when this replica becomes the leader)."""
+        LOG.info("Reconciling %d objects as the new leader", len(self._known))
+        for key in sorted(self._known):
+            task = asyncio.ensure_future(self.request(*key))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
     def forget(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
+        self._known.discard(key)
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()

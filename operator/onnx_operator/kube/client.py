@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client as k8s
@@ -25,6 +26,10 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class NotLeader(RuntimeError):
+    """This replica does not hold the leader Lease (any more), so it must not write."""
+
+
 class Kube:
     """A thin client: every write goes through here, so writes are easy to count and avoid."""
 
@@ -33,6 +38,11 @@ class Kube:
         self.dyn = dynamic.DynamicClient(api)
         self.field_manager = field_manager
         self.component = component
+        self.may_write: Callable[[], bool] = lambda: True  # leader election narrows this to the Lease holder
+
+    def _check_may_write(self, what: str) -> None:
+        if not self.may_write():
+            raise NotLeader(f"not the leader: refused to write {what}")
 
     @classmethod
     def from_environment(cls, field_manager: str, kubeconfig: str | None = None) -> Kube:
@@ -69,6 +79,7 @@ class Kube:
     def apply(self, obj: Obj) -> Obj:
         """Server-side apply as our field manager (forcing: this operator owns these fields)."""
         meta = obj["metadata"]
+        self._check_may_write(f"{obj['kind']} {meta.get('namespace')}/{meta['name']}")
         result = self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
             body=obj, name=meta["name"], namespace=meta.get("namespace"),
             field_manager=self.field_manager, force_conflicts=True, _request_timeout=TIMEOUT,
@@ -84,6 +95,7 @@ class Kube:
         return True
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        self._check_may_write(f"{kind} {namespace}/{name}")
         body: Obj = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
@@ -97,6 +109,7 @@ class Kube:
 
     def scale(self, api_version: str, kind: str, namespace: str, name: str, replicas: int) -> None:
         """Sets replicas through the scale subresource (leaves the rest of the object alone)."""
+        self._check_may_write(f"{kind} {namespace}/{name}")
         resource = self._resource(api_version, kind).subresources["scale"]
         resource.patch(body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
                        content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
@@ -104,12 +117,14 @@ class Kube:
 
     def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> None:
         """A JSON merge patch of an object we do not own whole (e.g. a user's HTTPRoute weights)."""
+        self._check_may_write(f"{kind} {namespace}/{name}")
         self._resource(api_version, kind).patch(body=body, name=name, namespace=namespace,
                                                 content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
         LOG.info("Patched %s %s/%s", kind, namespace, name)
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, old: Obj, new: Obj) -> None:
         """Moves the status subresource (never the spec) from `old` to `new` with one merge patch."""
+        self._check_may_write(f"{kind} {namespace}/{name} status")
         resource = self._resource(api_version, kind).subresources["status"]
         resource.patch(body={"status": merge_patch(old, new)}, name=name, namespace=namespace,
                        content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
@@ -117,6 +132,7 @@ class Kube:
     def event(self, regarding: Obj, type_: str, reason: str, message: str) -> None:
         """Records a core/v1 Event about `regarding` (one per call; callers emit on change only)."""
         meta = regarding["metadata"]
+        self._check_may_write(f"Event on {meta['namespace']}/{meta['name']}")
         digest = hashlib.sha256(f"{meta.get('uid')}{reason}{message}{_now()}".encode()).hexdigest()[:10]
         body = {
             "apiVersion": "v1", "kind": "Event",
