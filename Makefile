@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-bin cluster-down demo demo-down bench crds docs run images tools
+.PHONY: help deps venv test unit lint cluster cluster-bin cluster-down demo demo-down bench crds docs run images tools protos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,6 +49,10 @@ crds: venv ## regenerate crds/ (and the chart's copy) from the API models
 docs: venv ## regenerate the README's field reference and the Argo CD config from their sources
 	$(BIN)/python -m onnx_operator.api.reference --write README.md
 	$(BIN)/python examples/argocd/generate.py
+
+protos: venv ## regenerate onnx-server's gRPC modules from runtime-image/onnx_server/proto/inference.proto
+	cd runtime-image && ../$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  onnx_server/proto/inference.proto
 
 run: venv ## run the operator in the foreground against .cluster/kubeconfig (or $KUBECONFIG)
 	KUBECONFIG=$(KUBECONFIG) $(BIN)/python -m onnx_operator
