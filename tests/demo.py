@@ -158,7 +158,7 @@ class Demo:
         port = free_port()
         use_image = not FAST and shutil.which("buildah") is not None
         serve = ["serve", "--model-dir", "/models" if use_image else str(model_dir), "--name", "iris",
-                 "--version", "2.0.0", "--host", "127.0.0.1", "--port", str(port)]
+                 "--version", "2.0.0", "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(free_port())]
         if use_image:
             print("building the runtime image with buildah (first time: a few minutes)")
             subprocess.run([str(REPO / "runtime-image/build-image.sh"), "runtime"], check=True)
