@@ -46,6 +46,9 @@ class RuntimeSettings(ApiModel):
     batching: Batching | None = Field(
         None, description="Dynamic batching; only for models with a dynamic batch dimension.")
     warmup: bool | None = Field(None, description="Run a generated input before reporting ready (default true).")
+    grpc: bool | None = Field(
+        None, description="Serve the Open Inference Protocol v2 over gRPC too (default true): the pods' `grpc` "
+        "port, and on a ModelDeployment the Services' `grpc` port (appProtocol kubernetes.io/h2c).")
 
 
 class ModelVersionSpec(ApiModel):
