@@ -66,6 +66,7 @@ demo-down: ## stop the demo and the local control plane
 
 bench: deps venv ## benchmarks; results printed as ratios against a baseline measured in the same run
 	$(BIN)/python bench/runtime_bench.py
+	$(BIN)/python bench/grpc_bench.py
 	$(BIN)/python bench/operator_bench.py
 
 images: deps venv ## build the runtime and operator images with buildah

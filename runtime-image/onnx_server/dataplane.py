@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -68,8 +69,9 @@ class DataPlane:
         if self.batcher:
             await self.batcher.stop()
 
-    @property
+    @functools.cached_property
     def input_meta(self) -> dict[str, TensorMeta]:
+        """Built once (after load): every request of either protocol checks against it."""
         assert self.model is not None
         return {t["name"]: TensorMeta(t["name"], t["dtype"], t["shape"]) for t in self.model.inputs}
 

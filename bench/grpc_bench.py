@@ -1,0 +1,263 @@
+"""gRPC benchmark, every number measured in the same run on this machine (loopback only).
+
+Servers (each pinned to CPU 0, one onnxruntime intra-op thread; the load generator pinned to CPU 1):
+  onnx-server grpc           `onnx-server serve`, ModelInfer with tensors in raw_input_contents
+  onnx-server grpc batching  the same with --max-batch-size 32 --max-delay-ms 5 (CNNs only)
+  kserve grpc                KServe's Python ModelServer with gRPC on, hosting the same model with
+                             onnxruntime (bench/kserve_onnx_server.py, its own venv as in runtime_bench.py)
+  onnx-server rest binary    the REST binary-tensor path of the same server, for the CNN comparison
+Load generators: ghz (built once from its Go module) drives every gRPC row, so onnx-server and KServe
+are measured by the same client; perf_analyzer -i grpc / -i http (tritonclient 2.50.0 wheel, its own
+venv) measures onnx-server's gRPC against its REST binary path on the CNNs (perf_analyzer reads the
+model's config first: over gRPC the ModelConfig RPC, over REST GET /v2/models/{name}/config; without
+that endpoint the REST row falls back to runtime_bench.py's HTTP generator and says so).
+Same models as the REST table: the 4x2 linear model and the two small CNNs. Writes bench/results/grpc.json.
+
+    python bench/grpc_bench.py [--seconds 5] [--concurrency 1,8,32] [--no-kserve]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from onnx_server.proto import inference_pb2 as pb  # noqa: E402
+from runtime_bench import CACHE, CNNS, http_request, kserve_python, measure, print_table  # noqa: E402
+
+from tests.cluster.harness import terminate, wait_for  # noqa: E402
+from tests.models import make_model  # noqa: E402
+from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
+from tests.runtime.models import small_cnn  # noqa: E402
+
+GHZ = "v0.120.0"
+TRITONCLIENT = "2.50.0"
+PROTO = REPO / "runtime-image" / "onnx_server" / "proto" / "inference.proto"
+RESULTS = REPO / "bench" / "results" / "grpc.json"
+SERVER_CPU, LOAD_CPU = "0", "1"
+TARGETS = {"grpc_vs_kserve_grpc": 2.0, "grpc_vs_rest_binary": 1.0}
+
+
+def ghz_binary() -> Path:
+    """ghz, built once per machine from its Go module (the Go module proxy is the only download)."""
+    target = CACHE / "tools" / f"ghz-{GHZ}"
+    if not (target / "ghz").exists():
+        print(f"building ghz {GHZ} into {target} (once per machine)", flush=True)
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["go", "install", f"github.com/bojand/ghz/cmd/ghz@{GHZ}"], check=True,
+                       env={**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0"})
+    return target / "ghz"
+
+
+def perf_analyzer_binary() -> tuple[Path, dict[str, str]]:
+    """perf_analyzer from the tritonclient wheel (it needs libb64-0d from apt and the CUDA runtime
+    library, a pip wheel, even on CPU); a venv made once per machine."""
+    venv = CACHE / f"tritonclient-{TRITONCLIENT}-venv"
+    if not (venv / ".complete").exists():
+        print(f"installing tritonclient {TRITONCLIENT} (perf_analyzer) into {venv} (once per machine)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
+                        f"tritonclient[http]=={TRITONCLIENT}", "nvidia-cuda-runtime-cu12"], check=True)
+        (venv / ".complete").touch()
+    libs = sorted(venv.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
+    env = {**os.environ, "LD_LIBRARY_PATH": ":".join([*map(str, libs), os.environ.get("LD_LIBRARY_PATH", "")])}
+    return venv / "bin" / "perf_analyzer", env
+
+
+def pin(pid: int) -> None:
+    """Every thread of the server onto SERVER_CPU (threads it starts later inherit it)."""
+    subprocess.run(["taskset", "-a", "-p", "-c", SERVER_CPU, str(pid)], check=True, capture_output=True)
+
+
+def infer_message(model: str, name: str, array: np.ndarray) -> bytes:
+    req = pb.ModelInferRequest(model_name=model)
+    req.inputs.add(name=name, datatype="FP32", shape=array.shape)
+    req.raw_input_contents.append(array.tobytes())
+    return bytes(req.SerializeToString())
+
+
+def ghz_load(target: str, message: Path, seconds: float, concurrency: int) -> dict[str, float]:
+    def run(duration: float) -> dict[str, Any]:
+        out = subprocess.run(
+            ["taskset", "-c", LOAD_CPU, str(ghz_binary()), "--insecure", "--proto", str(PROTO),
+             "--call", "inference.GRPCInferenceService.ModelInfer", "--binary-file", str(message),
+             "-c", str(concurrency), "-z", f"{duration}s", "-O", "json", target],
+            check=True, capture_output=True, text=True, timeout=duration + 60)
+        return dict(json.loads(out.stdout))
+    run(min(1.0, seconds))  # warm-up
+    report = run(seconds)
+    latency = {d["percentage"]: d["latency"] / 1e3 for d in report.get("latencyDistribution") or []}
+    ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
+    return {"requests_per_s": ok / (report["total"] / 1e9), "p50_us": latency.get(50, 0.0),
+            "p99_us": latency.get(99, 0.0), "mean_us": report["average"] / 1e3, "requests": ok,
+            "errors": report["count"] - ok}
+
+
+def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float, concurrency: int) -> dict[str, float]:
+    binary, env = perf_analyzer_binary()
+    with tempfile.NamedTemporaryFile(suffix=".csv") as report:
+        subprocess.run(["taskset", "-c", LOAD_CPU, str(binary), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
+                        "--concurrency-range", str(concurrency), "-p", str(int(seconds * 1000)), "-r", "3",
+                        "-s", "50", "-f", report.name], check=True, capture_output=True, env=env,
+                       timeout=10 * seconds + 60)
+        [row] = list(csv.DictReader(Path(report.name).read_text().splitlines()))
+    return {"requests_per_s": float(row["Inferences/Second"]), "p50_us": float(row["p50 latency"]),
+            "p99_us": float(row["p99 latency"]), "mean_us": float(row["Avg latency"]), "requests": 0, "errors": 0}
+
+
+class KServeGrpc:
+    """KServe's ModelServer with gRPC on, pinned like onnx-server."""
+
+    def __init__(self, model: Path, name: str) -> None:
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [str(kserve_python()), str(REPO / "bench" / "kserve_onnx_server.py"), "--model", str(model),
+             "--name", name, "--threads", "1", "--grpc", "--http_port", str(self.http_port),
+             "--grpc_port", str(self.grpc_port), "--configure_logging", "false"],
+            stdout=(model.parent / "kserve.log").open("wb"), stderr=subprocess.STDOUT)
+        wait_for("the KServe server", lambda: self._ready(name), timeout=120)
+        pin(self.proc.pid)
+
+    def _ready(self, name: str) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"kserve exited {self.proc.returncode}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.http_port}/v2/models/{name}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+def onnx_server(tmp: Path, label: str, data: bytes, name: str, *extra: str) -> ServerProcess:
+    srv = ServerProcess(model_dir(tmp / label.replace(" ", "-"), data), "--threads", "1", *extra, name=name)
+    pin(srv.proc.pid)
+    return srv
+
+
+def has_config_endpoint(srv: ServerProcess) -> bool:
+    return httpx.get(f"{srv.url}/v2/models/{srv.name}/config", timeout=5).status_code == 200
+
+
+def rest_binary_load(srv: ServerProcess, array: np.ndarray, seconds: float, concurrency: int) -> dict[str, Any]:
+    if has_config_endpoint(srv):
+        return {"load": "perf_analyzer", **perf_analyzer_load(srv.port, "http", srv.name, seconds, concurrency)}
+    blob = array.tobytes()
+    head = json.dumps({"inputs": [{"name": "image", "shape": list(array.shape), "datatype": "FP32",
+                                   "parameters": {"binary_data_size": len(blob)}}]}).encode()
+    request = http_request(srv.port, f"/v2/models/{srv.name}/infer", head + blob, {
+        "Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
+    os.sched_setaffinity(0, {int(LOAD_CPU)})
+    try:
+        return {"load": "python http", **measure(srv.port, request, seconds, concurrency)}
+    finally:
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
+def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserve: bool) -> list[dict[str, Any]]:
+    """Every server on one model; `kind` is "linear" or one of runtime_bench's CNNs."""
+    if kind == "linear":
+        data, name, array = make_model(), "m", np.asarray([[0.5, -1.0, 2.0, 0.25]], dtype=np.float32)
+        input_name = "x"
+    else:
+        data, name, input_name = small_cnn(**CNNS[kind]), "cnn", "image"
+        array = np.random.default_rng(3).random((1, 3, 32, 32), dtype=np.float32)
+    message = tmp / f"{kind}.bin"
+    message.write_bytes(infer_message(name, input_name, array))
+    rows: list[dict[str, Any]] = []
+
+    def add(server: str, load: str, measure_one: Callable[[int], dict[str, Any]], at: list[int]) -> None:
+        for c in at:
+            rows.append({"model": kind, "server": server, "concurrency": c, "load": load, **measure_one(c)})
+    top = [max(levels)]
+    servers = [("onnx-server grpc", ())]
+    if kind != "linear":
+        servers.append(("onnx-server grpc batching", ("--max-batch-size", "32", "--max-delay-ms", "5")))
+    for label, extra in servers:
+        srv = onnx_server(tmp, f"{kind}-{label}", data, name, *extra)
+        try:
+            add(label, "ghz", lambda c: ghz_load(srv.grpc_target, message, seconds, c), levels)  # noqa: B023
+            if kind != "linear" and not extra:
+                add("onnx-server grpc", "perf_analyzer",
+                    lambda c: perf_analyzer_load(srv.grpc_port or 0, "grpc", name, seconds, c), top)  # noqa: B023
+                for c in top:
+                    rows.append({"model": kind, "server": "onnx-server rest binary", "concurrency": c,
+                                 **rest_binary_load(srv, array, seconds, c)})
+        finally:
+            srv.stop()
+    if with_kserve:
+        kserve = KServeGrpc(model_dir(tmp / f"{kind}-kserve", data) / "model.onnx", name)
+        try:
+            add("kserve grpc", "ghz", lambda c: ghz_load(f"127.0.0.1:{kserve.grpc_port}", message, seconds, c),
+                levels)
+        finally:
+            kserve.stop()
+    return rows
+
+
+def find(rows: list[dict[str, Any]], model: str, server: str, concurrency: int, load: str) -> dict[str, Any] | None:
+    return next((r for r in rows if (r["model"], r["server"], r["concurrency"], r["load"])
+                 == (model, server, concurrency, load)), None)
+
+
+def ratios(rows: list[dict[str, Any]], top: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for model in ("linear", *CNNS):
+        ours, kserve = find(rows, model, "onnx-server grpc", top, "ghz"), find(rows, model, "kserve grpc", top, "ghz")
+        if ours and kserve:
+            out[f"grpc_vs_kserve_grpc_{model}"] = ours["requests_per_s"] / kserve["requests_per_s"]
+        rest = next((r for r in rows if (r["model"], r["server"], r["concurrency"])
+                     == (model, "onnx-server rest binary", top)), None)
+        if rest:
+            # the same load generator on both sides when the REST side could use perf_analyzer
+            grpc = find(rows, model, "onnx-server grpc", top, "perf_analyzer" if rest["load"] == "perf_analyzer"
+                        else "ghz")
+            if grpc:
+                out[f"grpc_vs_rest_binary_{model}"] = grpc["requests_per_s"] / rest["requests_per_s"]
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5, help="measurement time per row")
+    parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
+    parser.add_argument("--no-kserve", action="store_true", help="skip KServe (no venv install)")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    ghz_binary()
+    with tempfile.TemporaryDirectory(prefix="grpc-bench-") as tmp:
+        rows = [r for kind in ("linear", *CNNS) for r in rows_for(Path(tmp), kind, args.seconds, levels,
+                                                                    not args.no_kserve)]
+    print(f"\nmachine: {os.cpu_count()} cores; servers on CPU {SERVER_CPU}, load generator on CPU {LOAD_CPU}; "
+          f"1 onnxruntime thread; {args.seconds:.0f} s per row; loopback")
+    for model in ("linear", *CNNS):
+        mine = [{**r, "server": f"{r['server']} ({r['load']})"} for r in rows if r["model"] == model]
+        print_table(f"model `{model}`; baseline: onnx-server grpc (ghz) at concurrency {max(levels)}", mine,
+                    find(rows, model, "onnx-server grpc", max(levels), "ghz"))
+    results = ratios(rows, max(levels))
+    print("\ntargets (from the issue):")
+    for key, value in results.items():
+        target = TARGETS[key.rsplit("_", 1)[0]]  # the model names have no underscore
+        print(f"  {key:36} {value:8.2f}x  target >= {target:g}x  {'met' if value >= target else 'NOT met'}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,
+                                   "ratios": results, "targets": TARGETS}, indent=2))
+    print(f"written {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
