@@ -36,9 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from onnx_server.proto import inference_pb2 as pb  # noqa: E402
-from runtime_bench import CACHE, CNNS, http_request, kserve_python, measure, print_table  # noqa: E402
+from runtime_bench import CACHE, CNNS, KServeProcess, http_request, measure, print_table  # noqa: E402
 
-from tests.cluster.harness import terminate, wait_for  # noqa: E402
 from tests.models import make_model  # noqa: E402
 from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
 from tests.runtime.models import small_cnn  # noqa: E402
@@ -119,29 +118,12 @@ def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float, con
             "p99_us": float(row["p99 latency"]), "mean_us": float(row["Avg latency"]), "requests": 0, "errors": 0}
 
 
-class KServeGrpc:
-    """KServe's ModelServer with gRPC on, pinned like onnx-server."""
-
-    def __init__(self, model: Path, name: str) -> None:
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.proc = subprocess.Popen(
-            [str(kserve_python()), str(REPO / "bench" / "kserve_onnx_server.py"), "--model", str(model),
-             "--name", name, "--threads", "1", "--serve-grpc", "--http_port", str(self.http_port),
-             "--grpc_port", str(self.grpc_port), "--configure_logging", "false"],
-            stdout=(model.parent / "kserve.log").open("wb"), stderr=subprocess.STDOUT)
-        wait_for("the KServe server", lambda: self._ready(name), timeout=120)
-        pin(self.proc.pid)
-
-    def _ready(self, name: str) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"kserve exited {self.proc.returncode}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.http_port}/v2/models/{name}/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        terminate(self.proc)
+def kserve_grpc(model: Path) -> tuple[KServeProcess, int]:
+    """KServe's ModelServer with gRPC on, serving the model as `m`, pinned like onnx-server."""
+    port = free_port()
+    kserve = KServeProcess(model, "m", "--serve-grpc", "--grpc_port", str(port))
+    pin(kserve.proc.pid)
+    return kserve, port
 
 
 def onnx_server(tmp: Path, label: str, data: bytes, name: str, *extra: str) -> ServerProcess:
@@ -201,10 +183,11 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserv
         finally:
             srv.stop()
     if with_kserve:
-        kserve = KServeGrpc(model_dir(tmp / f"{kind}-kserve", data) / "model.onnx", name)
+        kserve, port = kserve_grpc(model_dir(tmp / f"{kind}-kserve", data) / "model.onnx")
+        as_m = tmp / f"{kind}-m.bin"
+        as_m.write_bytes(infer_message("m", input_name, array))
         try:
-            add("kserve grpc", "ghz", lambda c: ghz_load(f"127.0.0.1:{kserve.grpc_port}", message, seconds, c),
-                levels)
+            add("kserve grpc", "ghz", lambda c: ghz_load(f"127.0.0.1:{port}", as_m, seconds, c), levels)
         finally:
             kserve.stop()
     return rows
