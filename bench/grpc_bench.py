@@ -106,16 +106,23 @@ def ghz_load(target: str, message: Path, seconds: float, concurrency: int) -> di
             "errors": max(0, report["count"] - ok - concurrency)}
 
 
-def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float, concurrency: int) -> dict[str, float]:
+def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float,
+                       concurrency: int) -> dict[str, float] | None:
+    """None (and its reason printed) when perf_analyzer found no stable window on this busy machine."""
     binary, env = perf_analyzer_binary()
     with tempfile.NamedTemporaryFile(suffix=".csv") as report:
-        subprocess.run(["taskset", "-c", LOAD_CPU, str(binary), "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
-                        "--concurrency-range", str(concurrency), "-p", str(int(seconds * 1000)), "-r", "3",
-                        "-s", "50", "-f", report.name], check=True, capture_output=True, env=env,
-                       timeout=10 * seconds + 60)
-        [row] = list(csv.DictReader(Path(report.name).read_text().splitlines()))
-    return {"requests_per_s": float(row["Inferences/Second"]), "p50_us": float(row["p50 latency"]),
-            "p99_us": float(row["p99 latency"]), "mean_us": float(row["Avg latency"]), "requests": 0, "errors": 0}
+        done = subprocess.run(["taskset", "-c", LOAD_CPU, str(binary), "-m", model, "-u", f"127.0.0.1:{port}",
+                               "-i", protocol, "--concurrency-range", str(concurrency), "-p", str(int(seconds * 1000)),
+                               "-r", "5", "-s", "100", "-f", report.name], capture_output=True, text=True, env=env,
+                              timeout=10 * seconds + 60)
+        rows = list(csv.DictReader(Path(report.name).read_text().splitlines()))
+    if not rows:
+        print(f"perf_analyzer -i {protocol} on {model} gave no result: {done.stdout[-300:]}{done.stderr[-300:]}")
+        return None
+    rate = float(rows[0]["Inferences/Second"])
+    # its CSV has no mean: Little's law gives it from the rate at a fixed concurrency
+    return {"requests_per_s": rate, "p50_us": float(rows[0]["p50 latency"]), "p99_us": float(rows[0]["p99 latency"]),
+            "mean_us": 1e6 * concurrency / rate if rate else 0.0, "requests": 0, "errors": 0}
 
 
 def kserve_grpc(model: Path) -> tuple[KServeProcess, int]:
@@ -138,7 +145,9 @@ def has_config_endpoint(srv: ServerProcess) -> bool:
 
 def rest_binary_load(srv: ServerProcess, array: np.ndarray, seconds: float, concurrency: int) -> dict[str, Any]:
     if has_config_endpoint(srv):
-        return {"load": "perf_analyzer", **perf_analyzer_load(srv.port, "http", srv.name, seconds, concurrency)}
+        result = perf_analyzer_load(srv.port, "http", srv.name, seconds, concurrency)
+        if result is not None:
+            return {"load": "perf_analyzer", **result}
     blob = array.tobytes()
     head = json.dumps({"inputs": [{"name": "image", "shape": list(array.shape), "datatype": "FP32",
                                    "parameters": {"binary_data_size": len(blob)}}]}).encode()
@@ -163,9 +172,11 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserv
     message.write_bytes(infer_message(name, input_name, array))
     rows: list[dict[str, Any]] = []
 
-    def add(server: str, load: str, measure_one: Callable[[int], dict[str, Any]], at: list[int]) -> None:
+    def add(server: str, load: str, measure_one: Callable[[int], dict[str, Any] | None], at: list[int]) -> None:
         for c in at:
-            rows.append({"model": kind, "server": server, "concurrency": c, "load": load, **measure_one(c)})
+            result = measure_one(c)
+            if result is not None:
+                rows.append({"model": kind, "server": server, "concurrency": c, "load": load, **result})
     top = [max(levels)]
     servers = [("onnx-server grpc", ())]
     if kind != "linear":

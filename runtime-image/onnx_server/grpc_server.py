@@ -27,6 +27,7 @@ SERVICE = "inference.GRPCInferenceService"
 # the HTTP status of each error class -> its gRPC code
 GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
               413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
+CLIENT_CLOSED = 499  # as nginx logs a request whose client closed the connection
 RESPONSE_HEADROOM = 1 << 20  # bytes of a response beyond its tensors (names, shapes)
 Req = TypeVar("Req")
 
@@ -101,6 +102,9 @@ class InferenceService:
                 response = encode_response(self.settings.name, self.settings.version, req.id, result)
             code = 200
             return response
+        except asyncio.CancelledError:
+            code = CLIENT_CLOSED  # the client went away (deadline, cancel): no server error for the gates
+            raise
         except Exception as exc:
             code = exc.status_code if isinstance(exc, ServerError) else 500
             await abort(context, exc)

@@ -274,6 +274,20 @@ def test_rest_and_grpc_requests_share_batches_and_are_counted_by_protocol(
         value['onnx_server_batch_size_count{model="batched",version="1.0.0"}'] > 1.5
 
 
+def test_a_call_its_client_gave_up_on_is_not_counted_as_a_server_error(serve: Callable[..., ServerProcess]) -> None:
+    srv = serve(make_model(), "batched", "--max-batch-size", "16", "--max-delay-ms", "200")
+
+    # the batch waits 200 ms for company; the client only 50 ms
+    with grpcclient.InferenceServerClient(srv.grpc_target) as client, \
+            pytest.raises(InferenceServerException) as info:
+        client.infer("batched", [infer_input("x", np.ones((1, 4), np.float32), "FP32")], client_timeout=0.05)
+
+    assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+    wait_for("the cancelled call to be counted", lambda: 'code="499",model="batched",protocol="grpc"'
+             in httpx.get(f"{srv.url}/metrics").text, timeout=10, interval=0.1)
+    assert 'code="500"' not in httpx.get(f"{srv.url}/metrics").text
+
+
 def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
     srv = ServerProcess(model_dir(tmp_path, make_model()), "--max-batch-size", "4", "--max-delay-ms", "1500")
     result: dict[str, np.ndarray] = {}
