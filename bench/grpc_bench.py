@@ -3,15 +3,14 @@
 Servers (each pinned to CPU 0, one onnxruntime intra-op thread; the load generator pinned to CPU 1):
   onnx-server grpc           `onnx-server serve`, ModelInfer with tensors in raw_input_contents
   onnx-server grpc batching  the same with --max-batch-size 32 --max-delay-ms 5 (CNNs only)
-  kserve grpc                KServe's Python ModelServer with gRPC on, hosting the same model with
-                             onnxruntime (bench/kserve_onnx_server.py, its own venv as in runtime_bench.py)
-  onnx-server rest binary    the REST binary-tensor path of the same server, for the CNN comparison
+  kserve grpc                KServe's Python ModelServer (0.21.0, its own cached venv) with gRPC on,
+                             hosting the same model with onnxruntime (bench/kserve_grpc_server.py)
+  onnx-server rest binary    the REST binary-tensor path of the same server (CNNs)
 Load generators: ghz (built once from its Go module) drives every gRPC row, so onnx-server and KServe
 are measured by the same client; perf_analyzer -i grpc / -i http (tritonclient 2.50.0 wheel, its own
-venv) measures onnx-server's gRPC against its REST binary path on the CNNs (perf_analyzer reads the
-model's config first: over gRPC the ModelConfig RPC, over REST GET /v2/models/{name}/config; without
-that endpoint the REST row falls back to runtime_bench.py's HTTP generator and says so).
-Same models as the REST table: the 4x2 linear model and the two small CNNs. Writes bench/results/grpc.json.
+cached venv) measures onnx-server's gRPC against its REST binary path on the CNNs (it reads the model
+config first: the ModelConfig RPC over gRPC, GET /v2/models/{name}/config over REST).
+Models: the REST table's 4x2 linear model and its two small CNNs. Writes bench/results/grpc.json.
 
     python bench/grpc_bench.py [--seconds 5] [--concurrency 1,8,32] [--no-kserve]
 """
@@ -33,21 +32,34 @@ import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "bench")]
+sys.path.insert(0, str(REPO))
 
 from onnx_server.proto import inference_pb2 as pb  # noqa: E402
-from runtime_bench import CACHE, CNNS, KServeProcess, http_request, measure, print_table  # noqa: E402
 
+from tests.cluster.harness import terminate, wait_for  # noqa: E402
 from tests.models import make_model  # noqa: E402
 from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
 from tests.runtime.models import small_cnn  # noqa: E402
 
-GHZ = "v0.120.0"
-TRITONCLIENT = "2.50.0"
+CACHE = Path(os.environ.get("ONNX_OPERATOR_CACHE", Path.home() / ".cache" / "onnx-operator"))
+GHZ, KSERVE, TRITONCLIENT = "v0.120.0", "0.21.0", "2.50.0"
 PROTO = REPO / "runtime-image" / "onnx_server" / "proto" / "inference.proto"
 RESULTS = REPO / "bench" / "results" / "grpc.json"
 SERVER_CPU, LOAD_CPU = "0", "1"
+CNNS = {"cnn": {}, "cnn-dense": {"dense_head": 512}}  # the REST table's CNNs: pooling head, VGG-style head
 TARGETS = {"grpc_vs_kserve_grpc": 2.0, "grpc_batching_vs_kserve_grpc": 2.0, "grpc_vs_rest_binary": 1.0}
+
+
+def cached_venv(name: str, *requirements: str) -> Path:
+    """A venv under the cache with `requirements` installed, made once per machine; returns its python."""
+    venv = CACHE / f"{name}-venv"
+    if not (venv / ".complete").exists():
+        print(f"installing {' '.join(requirements)} into {venv} (once per machine)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements], check=True,
+                       timeout=1800)
+        (venv / ".complete").touch()
+    return venv / "bin" / "python"
 
 
 def ghz_binary() -> Path:
@@ -62,18 +74,13 @@ def ghz_binary() -> Path:
 
 
 def perf_analyzer_binary() -> tuple[Path, dict[str, str]]:
-    """perf_analyzer from the tritonclient wheel (it needs libb64-0d from apt and the CUDA runtime
-    library, a pip wheel, even on CPU); a venv made once per machine."""
-    venv = CACHE / f"tritonclient-{TRITONCLIENT}-venv"
-    if not (venv / ".complete").exists():
-        print(f"installing tritonclient {TRITONCLIENT} (perf_analyzer) into {venv} (once per machine)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q",
-                        f"tritonclient[http]=={TRITONCLIENT}", "nvidia-cuda-runtime-cu12"], check=True)
-        (venv / ".complete").touch()
-    libs = sorted(venv.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
+    """perf_analyzer from the tritonclient wheel (it needs libb64-0d from apt, in .ci/apt-packages.txt,
+    and the CUDA runtime library, a pip wheel, even on CPU)."""
+    python = cached_venv(f"tritonclient-{TRITONCLIENT}", f"tritonclient[http]=={TRITONCLIENT}",
+                         "nvidia-cuda-runtime-cu12")
+    libs = sorted(python.parent.parent.glob("lib/python3*/site-packages/nvidia/cuda_runtime/lib"))
     env = {**os.environ, "LD_LIBRARY_PATH": ":".join([*map(str, libs), os.environ.get("LD_LIBRARY_PATH", "")])}
-    return venv / "bin" / "perf_analyzer", env
+    return python.parent / "perf_analyzer", env
 
 
 def pin(pid: int) -> None:
@@ -125,12 +132,30 @@ def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float,
             "mean_us": 1e6 * concurrency / rate if rate else 0.0, "requests": 0, "errors": 0}
 
 
-def kserve_grpc(model: Path) -> tuple[KServeProcess, int]:
-    """KServe's ModelServer with gRPC on, serving the model as `m`, pinned like onnx-server."""
-    port = free_port()
-    kserve = KServeProcess(model, "m", "--serve-grpc", "--grpc_port", str(port))
-    pin(kserve.proc.pid)
-    return kserve, port
+class KServeGrpc:
+    """KServe's ModelServer with gRPC on (bench/kserve_grpc_server.py), serving the model as `m`."""
+
+    def __init__(self, model: Path) -> None:
+        python = cached_venv(f"kserve-{KSERVE}", f"kserve=={KSERVE}", "onnxruntime", "numpy")
+        self.http_port, self.grpc_port = free_port(), free_port()
+        self.proc = subprocess.Popen(
+            [str(python), str(REPO / "bench" / "kserve_grpc_server.py"), "--model", str(model), "--name", "m",
+             "--threads", "1", "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
+             "--configure_logging", "false"],
+            stdout=(model.parent / "kserve.log").open("wb"), stderr=subprocess.STDOUT)
+        wait_for("the KServe server", self._ready, timeout=180)
+        pin(self.proc.pid)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"kserve exited {self.proc.returncode}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.http_port}/v2/models/m/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        terminate(self.proc)
 
 
 def onnx_server(tmp: Path, label: str, data: bytes, name: str, *extra: str) -> ServerProcess:
@@ -139,29 +164,13 @@ def onnx_server(tmp: Path, label: str, data: bytes, name: str, *extra: str) -> S
     return srv
 
 
-def has_config_endpoint(srv: ServerProcess) -> bool:
-    return httpx.get(f"{srv.url}/v2/models/{srv.name}/config", timeout=5).status_code == 200
-
-
-def rest_binary_load(srv: ServerProcess, array: np.ndarray, seconds: float, concurrency: int) -> dict[str, Any]:
-    if has_config_endpoint(srv):
-        result = perf_analyzer_load(srv.port, "http", srv.name, seconds, concurrency)
-        if result is not None:
-            return {"load": "perf_analyzer", **result}
-    blob = array.tobytes()
-    head = json.dumps({"inputs": [{"name": "image", "shape": list(array.shape), "datatype": "FP32",
-                                   "parameters": {"binary_data_size": len(blob)}}]}).encode()
-    request = http_request(srv.port, f"/v2/models/{srv.name}/infer", head + blob, {
-        "Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
-    os.sched_setaffinity(0, {int(LOAD_CPU)})
-    try:
-        return {"load": "python http", **measure(srv.port, request, seconds, concurrency)}
-    finally:
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+def rest_binary_load(srv: ServerProcess, seconds: float, concurrency: int) -> dict[str, Any] | None:
+    """perf_analyzer -i http sends binary tensors; it reads GET /v2/models/{name}/config first."""
+    return perf_analyzer_load(srv.port, "http", srv.name, seconds, concurrency)
 
 
 def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserve: bool) -> list[dict[str, Any]]:
-    """Every server on one model; `kind` is "linear" or one of runtime_bench's CNNs."""
+    """Every server on one model; `kind` is "linear" or one of CNNS."""
     if kind == "linear":
         data, name, array = make_model(), "m", np.asarray([[0.5, -1.0, 2.0, 0.25]], dtype=np.float32)
         input_name = "x"
@@ -188,17 +197,16 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserv
             if kind != "linear" and not extra:
                 add("onnx-server grpc", "perf_analyzer",
                     lambda c: perf_analyzer_load(srv.grpc_port or 0, "grpc", name, seconds, c), top)  # noqa: B023
-                for c in top:
-                    rows.append({"model": kind, "server": "onnx-server rest binary", "concurrency": c,
-                                 **rest_binary_load(srv, array, seconds, c)})
+                add("onnx-server rest binary", "perf_analyzer", lambda c: rest_binary_load(srv, seconds, c),  # noqa: B023
+                    top)
         finally:
             srv.stop()
     if with_kserve:
-        kserve, port = kserve_grpc(model_dir(tmp / f"{kind}-kserve", data) / "model.onnx")
+        kserve = KServeGrpc(model_dir(tmp / f"{kind}-kserve", data) / "model.onnx")
         as_m = tmp / f"{kind}-m.bin"
         as_m.write_bytes(infer_message("m", input_name, array))
         try:
-            add("kserve grpc", "ghz", lambda c: ghz_load(f"127.0.0.1:{port}", as_m, seconds, c), levels)
+            add("kserve grpc", "ghz", lambda c: ghz_load(f"127.0.0.1:{kserve.grpc_port}", as_m, seconds, c), levels)
         finally:
             kserve.stop()
     return rows
@@ -218,15 +226,22 @@ def ratios(rows: list[dict[str, Any]], top: int) -> dict[str, float]:
             out[f"grpc_vs_kserve_grpc_{model}"] = ours["requests_per_s"] / kserve["requests_per_s"]
         if batched and kserve:
             out[f"grpc_batching_vs_kserve_grpc_{model}"] = batched["requests_per_s"] / kserve["requests_per_s"]
-        rest = next((r for r in rows if (r["model"], r["server"], r["concurrency"])
-                     == (model, "onnx-server rest binary", top)), None)
-        if rest:
-            # the same load generator on both sides when the REST side could use perf_analyzer
-            grpc = find(rows, model, "onnx-server grpc", top, "perf_analyzer" if rest["load"] == "perf_analyzer"
-                        else "ghz")
-            if grpc:
-                out[f"grpc_vs_rest_binary_{model}"] = grpc["requests_per_s"] / rest["requests_per_s"]
+        # the same load generator (perf_analyzer) on both sides
+        rest = find(rows, model, "onnx-server rest binary", top, "perf_analyzer")
+        grpc = find(rows, model, "onnx-server grpc", top, "perf_analyzer")
+        if rest and grpc:
+            out[f"grpc_vs_rest_binary_{model}"] = grpc["requests_per_s"] / rest["requests_per_s"]
     return out
+
+
+def print_table(title: str, rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> None:
+    print(f"\n{title}")
+    print(f"{'server (load generator)':42} {'conc':>5} {'req/s':>9} {'p50 us':>9} {'p99 us':>9} {'vs base':>8} "
+          f"{'err':>4}")
+    for r in rows:
+        ratio = f"{r['requests_per_s'] / baseline['requests_per_s']:7.2f}x" if baseline else ""
+        print(f"{r['server'] + ' (' + r['load'] + ')':42} {r['concurrency']:5d} {r['requests_per_s']:9.0f} "
+              f"{r['p50_us']:9.0f} {r['p99_us']:9.0f} {ratio:>8} {r['errors']:4d}")
 
 
 def main() -> None:
@@ -243,7 +258,7 @@ def main() -> None:
     print(f"\nmachine: {os.cpu_count()} cores; servers on CPU {SERVER_CPU}, load generator on CPU {LOAD_CPU}; "
           f"1 onnxruntime thread; {args.seconds:.0f} s per row; loopback")
     for model in ("linear", *CNNS):
-        mine = [{**r, "server": f"{r['server']} ({r['load']})"} for r in rows if r["model"] == model]
+        mine = [r for r in rows if r["model"] == model]
         print_table(f"model `{model}`; baseline: onnx-server grpc (ghz) at concurrency {max(levels)}", mine,
                     find(rows, model, "onnx-server grpc", max(levels), "ghz"))
     results = ratios(rows, max(levels))

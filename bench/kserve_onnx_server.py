@@ -49,10 +49,9 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--name", required=True)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--serve-grpc", action="store_true", help="serve gRPC too (on --grpc_port)")
     args, _ = parser.parse_known_args()  # kserve reads --http_port and friends from sys.argv itself
     logging.getLogger().setLevel(logging.WARNING)
-    kserve.ModelServer(enable_grpc=args.serve_grpc, enable_latency_logging=False).start(
+    kserve.ModelServer(enable_grpc=False, enable_latency_logging=False).start(
         [OnnxModel(args.name, args.model, args.threads)])
 
 

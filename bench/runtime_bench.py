@@ -131,11 +131,11 @@ def kserve_python() -> Path:
 
 
 class KServeProcess:
-    def __init__(self, model: Path, name: str, *extra: str) -> None:
+    def __init__(self, model: Path, name: str) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [str(kserve_python()), str(REPO / "bench" / "kserve_onnx_server.py"), "--model", str(model),
-             "--name", name, "--threads", "1", "--http_port", str(self.port), "--configure_logging", "false", *extra],
+             "--name", name, "--threads", "1", "--http_port", str(self.port), "--configure_logging", "false"],
             stdout=(model.parent / "kserve.log").open("wb"), stderr=subprocess.STDOUT)
         wait_for("the KServe server", self._ready, timeout=120)
 

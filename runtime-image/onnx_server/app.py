@@ -109,6 +109,10 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
             plane.metrics.in_flight_now["rest"].dec()
             plane.metrics.request_done(code, time.perf_counter() - start)
 
+    async def model_config(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse(plane.model_config())
+
     async def metrics(_: Request) -> Response:
         return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4")
 
@@ -128,6 +132,8 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         Route("/v2", server_meta), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
         Route("/v2/models/{name}", model_meta), Route("/v2/models/{name}/versions/{version}", model_meta),
         Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/config", model_config),
+        Route("/v2/models/{name}/versions/{version}/config", model_config),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),

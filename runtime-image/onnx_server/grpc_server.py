@@ -18,7 +18,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from onnx_server.dataplane import DataPlane
 from onnx_server.errors import ServerError
 from onnx_server.grpc_protocol import decode_message, decode_request, encode_response
-from onnx_server.model_config import triton_model_config
 from onnx_server.proto import inference_pb2 as pb
 from onnx_server.settings import ServerSettings
 
@@ -84,7 +83,8 @@ class InferenceService:
     @answered
     async def model_config(self, request: pb.ModelConfigRequest) -> Message:
         self.plane.check_model(request.name, request.version or None)
-        return json_format.ParseDict({"config": triton_model_config(self.plane)}, pb.ModelConfigResponse(),
+        # the REST config's fields that inference.proto leaves out (instance groups, ...) are dropped
+        return json_format.ParseDict({"config": self.plane.model_config()}, pb.ModelConfigResponse(),
                                      ignore_unknown_fields=True)
 
     async def model_infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:

@@ -1,14 +1,18 @@
-"""The model's configuration in Triton's form (model_config.proto as JSON), for the clients that ask for it
-(perf_analyzer reads it over gRPC's ModelConfig RPC before it starts)."""
+"""Triton's model configuration (the `model_configuration` extension), built from a model's signature.
+
+Load generators and clients made for Triton (`perf_analyzer`, `tritonclient`'s `get_model_config`) read
+it before their first request: `max_batch_size` > 0 tells them the first dimension is the batch and is
+left out of `dims`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from onnx_server.dataplane import DataPlane
-from onnx_server.errors import NotReady
+from onnx_server.protocol import TensorMeta
 
-# v2 datatypes -> Triton's DataType enum names (BYTES is TYPE_STRING there)
+# Open Inference Protocol v2 data types -> Triton's DataType enum names
 TRITON_TYPES = {
     "BOOL": "TYPE_BOOL", "UINT8": "TYPE_UINT8", "UINT16": "TYPE_UINT16", "UINT32": "TYPE_UINT32",
     "UINT64": "TYPE_UINT64", "INT8": "TYPE_INT8", "INT16": "TYPE_INT16", "INT32": "TYPE_INT32",
@@ -17,24 +21,28 @@ TRITON_TYPES = {
 }
 
 
-def triton_model_config(plane: DataPlane) -> dict[str, Any]:
-    """Triton's config of the served model. A model whose every tensor has a dynamic first dimension gets
-    `max_batch_size` = --max-batch-size (at least 1) and `dims` without that dimension, as Triton does;
-    any other model gets max_batch_size 0 and its full shapes."""
-    model, settings = plane.model, plane.settings
-    if model is None:
-        raise NotReady("the model is still loading")
-    batched = model.batchable
+def triton_model_config(name: str, inputs: Sequence[TensorMeta], outputs: Sequence[TensorMeta],
+                        max_batch_size: int, max_queue_delay_us: int | None = None) -> dict[str, Any]:
+    """The model's configuration as Triton's REST API returns it (`GET /v2/models/{name}/config`).
 
-    def tensors(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{"name": t["name"], "data_type": TRITON_TYPES.get(t["dtype"], "TYPE_INVALID"),
-                 "dims": t["shape"][1:] if batched else t["shape"]} for t in items]
+    `max_batch_size` 0 means the model has no batch dimension (dims are the full shapes); otherwise
+    every tensor's first dimension is the batch and is dropped from `dims`. `max_queue_delay_us`
+    (dynamic batching's wait) adds a `dynamic_batching` section.
+    """
+    def dims(meta: TensorMeta) -> list[int]:
+        return list(meta.shape[1:] if max_batch_size > 0 else meta.shape)
+
     config: dict[str, Any] = {
-        "name": settings.name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
-        "max_batch_size": settings.max_batch_size if batched else 0,
-        "input": tensors(model.inputs),
-        "output": tensors([o for o in model.outputs if o["name"] in model.tensor_outputs]),
+        "name": name, "platform": "onnxruntime_onnx", "backend": "onnxruntime",
+        "version_policy": {"latest": {"num_versions": 1}}, "max_batch_size": max_batch_size,
+        "input": [{"name": t.name, "data_type": TRITON_TYPES.get(t.datatype, "TYPE_INVALID"),
+                   "format": "FORMAT_NONE", "dims": dims(t), "is_shape_tensor": False,
+                   "allow_ragged_batch": False, "optional": False} for t in inputs],
+        "output": [{"name": t.name, "data_type": TRITON_TYPES.get(t.datatype, "TYPE_INVALID"),
+                    "dims": dims(t), "label_filename": "", "is_shape_tensor": False} for t in outputs],
+        "instance_group": [{"name": f"{name}_0", "kind": "KIND_CPU", "count": 1, "gpus": []}],
+        "default_model_filename": "model.onnx", "parameters": {},
     }
-    if batched and settings.max_batch_size > 1:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": int(settings.max_delay_ms * 1000)}
+    if max_queue_delay_us is not None and max_batch_size > 1:
+        config["dynamic_batching"] = {"preferred_batch_size": [], "max_queue_delay_microseconds": max_queue_delay_us}
     return config

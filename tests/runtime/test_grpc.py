@@ -104,7 +104,7 @@ def test_grpc_health_service_reports_serving(linear: ServerProcess) -> None:
                 health_pb2.HealthCheckResponse.SERVING
 
 
-def test_model_config_rpc_answers_perf_analyzer_with_trition_fields(client: grpcclient.InferenceServerClient) -> None:
+def test_model_config_rpc_answers_perf_analyzer_with_triton_fields(client: grpcclient.InferenceServerClient) -> None:
     config = client.get_model_config("linear", as_json=True)["config"]
 
     assert config["name"] == "linear" and config["platform"] == "onnxruntime_onnx"
