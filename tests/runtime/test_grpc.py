@@ -113,6 +113,16 @@ def test_model_config_rpc_answers_perf_analyzer_with_triton_fields(client: grpcc
     assert config["output"] == [{"name": "y", "data_type": "TYPE_FP32", "dims": ["2"]}]
 
 
+def test_model_config_is_the_same_over_rest_and_grpc(linear: ServerProcess,
+                                                    client: grpcclient.InferenceServerClient) -> None:
+    over_grpc = client.get_model_config("linear", as_json=True)["config"]
+    over_rest = httpx.get(f"{linear.url}/v2/models/linear/config").json()
+
+    assert over_rest["name"] == over_grpc["name"] and over_rest["max_batch_size"] == over_grpc["max_batch_size"]
+    assert [(t["name"], t["data_type"], [int(d) for d in t["dims"]]) for t in over_grpc["input"]] == \
+        [(t["name"], t["data_type"], t["dims"]) for t in over_rest["input"]]
+
+
 def test_raw_tensors_match_onnxruntime_and_the_rest_answer(linear: ServerProcess,
                                                           client: grpcclient.InferenceServerClient) -> None:
     x = np.asarray(X, dtype=np.float32)
