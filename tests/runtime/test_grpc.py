@@ -189,6 +189,28 @@ def test_fp16_travels_raw_and_requested_outputs_are_the_only_ones(serve: Callabl
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "raw_input_contents" in (err.details() or "")
 
 
+def test_tritonclient_http_gets_the_same_answers_as_grpc(serve: Callable[..., ServerProcess]) -> None:
+    cases = [(lookup_model(), "lookup", "idx", np.asarray([[3], [7]], np.int64), "INT64", "y", True),
+             (text_model(), "text", "s", np.asarray([b"hi", b"there"], dtype=object), "BYTES", "echo", False),
+             (half_model(), "half", "h", np.asarray([[0.5, -2.0, 8.0]], np.float16), "FP16", "same", True)]
+    for data, name, input_name, array, datatype, output, binary in cases:
+        srv = serve(data, name)
+        rest = httpclient.InferenceServerClient(srv.url.removeprefix("http://"))
+        tensor = httpclient.InferInput(input_name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array, binary_data=binary)
+        wanted = [httpclient.InferRequestedOutput(output, binary_data=binary)]
+
+        by_rest = rest.infer(name, [tensor], outputs=wanted).as_numpy(output)
+        by_grpc = grpc_infer(srv.grpc_target, name, {input_name: array}, outputs=[output])[output]
+
+        if datatype == "BYTES":  # JSON gives text, raw_output_contents bytes
+            assert [str(v) for v in by_rest] == [bytes(v).decode() for v in by_grpc] == ["hi", "there"]
+        else:
+            np.testing.assert_array_equal(by_rest, by_grpc)
+        with pytest.raises(InferenceServerException, match="is not served here"):
+            rest.infer("nope", [tensor])
+
+
 @pytest.mark.parametrize(("shape", "datatype", "fragment"), [
     ([1, 5], "FP32", "does not fit input 'x' shape [-1, 4]"),
     ([1, 4], "INT64", "takes FP32"),
