@@ -5,6 +5,8 @@ Servers (each pinned to CPU 0, one onnxruntime intra-op thread; the load generat
   onnx-server grpc batching  the same with --max-batch-size 32 --max-delay-ms 5 (CNNs only)
   kserve grpc                KServe's Python ModelServer (0.21.0, its own cached venv) with gRPC on,
                              hosting the same model with onnxruntime (bench/kserve_grpc_server.py)
+  mlserver grpc              MLServer (1.7.1, its own cached venv) with its gRPC server, hosting the same
+                             model with bench/mlserver_onnx_runtime.py
   onnx-server rest binary    the REST binary-tensor path of the same server (CNNs)
 Load generators: ghz (built once from its Go module) drives every gRPC row, so onnx-server and KServe
 are measured by the same client; perf_analyzer -i grpc / -i http (tritonclient 2.50.0 wheel, its own
@@ -12,7 +14,7 @@ cached venv) measures onnx-server's gRPC against its REST binary path on the CNN
 config first: the ModelConfig RPC over gRPC, GET /v2/models/{name}/config over REST).
 Models: the REST table's 4x2 linear model and its two small CNNs. Writes bench/results/grpc.json.
 
-    python bench/grpc_bench.py [--seconds 5] [--concurrency 1,8,32] [--no-kserve]
+    python bench/grpc_bench.py [--seconds 5] [--concurrency 1,8,32] [--no-others]
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from onnx_server.model import load_session, signature  # noqa: E402
 from onnx_server.proto import inference_pb2 as pb  # noqa: E402
 
 from tests.cluster.harness import terminate, wait_for  # noqa: E402
@@ -42,12 +45,13 @@ from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: 
 from tests.runtime.models import small_cnn  # noqa: E402
 
 CACHE = Path(os.environ.get("ONNX_OPERATOR_CACHE", Path.home() / ".cache" / "onnx-operator"))
-GHZ, KSERVE, TRITONCLIENT = "v0.120.0", "0.21.0", "2.50.0"
+GHZ, KSERVE, MLSERVER, TRITONCLIENT = "v0.120.0", "0.21.0", "1.7.1", "2.50.0"
 PROTO = REPO / "runtime-image" / "onnx_server" / "proto" / "inference.proto"
 RESULTS = REPO / "bench" / "results" / "grpc.json"
 SERVER_CPU, LOAD_CPU = "0", "1"
 CNNS = {"cnn": {}, "cnn-dense": {"dense_head": 512}}  # the REST table's CNNs: pooling head, VGG-style head
-TARGETS = {"grpc_vs_kserve_grpc": 2.0, "grpc_batching_vs_kserve_grpc": 2.0, "grpc_vs_rest_binary": 1.0}
+TARGETS = {"grpc_vs_kserve_grpc": 2.0, "grpc_vs_mlserver_grpc": 2.0, "grpc_batching_vs_kserve_grpc": 2.0,
+           "grpc_vs_rest_binary": 1.0}
 
 
 def cached_venv(name: str, *requirements: str) -> Path:
@@ -158,6 +162,29 @@ class KServeGrpc:
         terminate(self.proc)
 
 
+class MLServerGrpc(KServeGrpc):
+    """MLServer with its gRPC server (bench/mlserver_onnx_runtime.py hosting the model as `m`)."""
+
+    def __init__(self, model: Path) -> None:
+        python = cached_venv(f"mlserver-{MLSERVER}", f"mlserver=={MLSERVER}", "onnxruntime", "numpy")
+        self.http_port, self.grpc_port = free_port(), free_port()
+        root = model.parent / "mlserver"
+        (root / "m").mkdir(parents=True, exist_ok=True)
+        (root / "settings.json").write_text(json.dumps({
+            "host": "127.0.0.1", "http_port": self.http_port, "grpc_port": self.grpc_port,
+            "metrics_port": free_port(), "parallel_workers": 0, "debug": False}))
+        sig = signature(load_session(model))
+        (root / "m" / "model-settings.json").write_text(json.dumps({
+            "name": "m", "implementation": "mlserver_onnx_runtime.OnnxRuntime",
+            "parameters": {"uri": str(model), "extra": {"threads": 1}},
+            **{kind: [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in sig[kind]]
+               for kind in ("inputs", "outputs")}}))
+        self.proc = subprocess.Popen([str(python.parent / "mlserver"), "start", str(root)], cwd=REPO / "bench",
+                                     stdout=(model.parent / "mlserver.log").open("wb"), stderr=subprocess.STDOUT)
+        wait_for("the MLServer server", self._ready, timeout=180)
+        pin(self.proc.pid)
+
+
 def onnx_server(tmp: Path, label: str, data: bytes, name: str, *extra: str) -> ServerProcess:
     srv = ServerProcess(model_dir(tmp / label.replace(" ", "-"), data), "--threads", "1", *extra, name=name)
     pin(srv.proc.pid)
@@ -169,7 +196,7 @@ def rest_binary_load(srv: ServerProcess, seconds: float, concurrency: int) -> di
     return perf_analyzer_load(srv.port, "http", srv.name, seconds, concurrency)
 
 
-def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserve: bool) -> list[dict[str, Any]]:
+def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_others: bool) -> list[dict[str, Any]]:
     """Every server on one model; `kind` is "linear" or one of CNNS."""
     if kind == "linear":
         data, name, array = make_model(), "m", np.asarray([[0.5, -1.0, 2.0, 0.25]], dtype=np.float32)
@@ -201,14 +228,16 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_kserv
                     top)
         finally:
             srv.stop()
-    if with_kserve:
-        kserve = KServeGrpc(model_dir(tmp / f"{kind}-kserve", data) / "model.onnx")
+    if with_others:
         as_m = tmp / f"{kind}-m.bin"
         as_m.write_bytes(infer_message("m", input_name, array))
-        try:
-            add("kserve grpc", "ghz", lambda c: ghz_load(f"127.0.0.1:{kserve.grpc_port}", as_m, seconds, c), levels)
-        finally:
-            kserve.stop()
+        for label, server in (("kserve grpc", KServeGrpc), ("mlserver grpc", MLServerGrpc)):
+            other = server(model_dir(tmp / f"{kind}-{label.split()[0]}", data) / "model.onnx")
+            try:
+                add(label, "ghz", lambda c: ghz_load(f"127.0.0.1:{other.grpc_port}", as_m, seconds, c),  # noqa: B023
+                    levels)
+            finally:
+                other.stop()
     return rows
 
 
@@ -221,6 +250,9 @@ def ratios(rows: list[dict[str, Any]], top: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for model in ("linear", *CNNS):
         ours, kserve = find(rows, model, "onnx-server grpc", top, "ghz"), find(rows, model, "kserve grpc", top, "ghz")
+        mlserver = find(rows, model, "mlserver grpc", top, "ghz")
+        if ours and mlserver:
+            out[f"grpc_vs_mlserver_grpc_{model}"] = ours["requests_per_s"] / mlserver["requests_per_s"]
         batched = find(rows, model, "onnx-server grpc batching", top, "ghz")
         if ours and kserve:
             out[f"grpc_vs_kserve_grpc_{model}"] = ours["requests_per_s"] / kserve["requests_per_s"]
@@ -248,13 +280,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5, help="measurement time per row")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
-    parser.add_argument("--no-kserve", action="store_true", help="skip KServe (no venv install)")
+    parser.add_argument("--no-others", action="store_true", help="skip KServe and MLServer (no venv installs)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     ghz_binary()
     with tempfile.TemporaryDirectory(prefix="grpc-bench-") as tmp:
         rows = [r for kind in ("linear", *CNNS) for r in rows_for(Path(tmp), kind, args.seconds, levels,
-                                                                    not args.no_kserve)]
+                                                                    not args.no_others)]
     print(f"\nmachine: {os.cpu_count()} cores; servers on CPU {SERVER_CPU}, load generator on CPU {LOAD_CPU}; "
           f"1 onnxruntime thread; {args.seconds:.0f} s per row; loopback")
     for model in ("linear", *CNNS):
