@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-bin node-images cluster-down demo demo-down bench crds docs run images tools
+.PHONY: help deps venv test unit lint cluster cluster-bin node-images cluster-down demo demo-down bench crds docs run images tools protos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -53,6 +53,10 @@ docs: venv ## regenerate the README's field reference and the Argo CD config fro
 	$(BIN)/python -m onnx_operator.api.reference --write README.md
 	$(BIN)/python examples/argocd/generate.py
 
+protos: venv ## regenerate onnx-server's gRPC modules from runtime-image/onnx_server/proto/inference.proto
+	cd runtime-image && ../$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	  onnx_server/proto/inference.proto
+
 run: venv ## run the operator in the foreground against .cluster/kubeconfig (or $KUBECONFIG)
 	KUBECONFIG=$(KUBECONFIG) $(BIN)/python -m onnx_operator
 
@@ -65,6 +69,7 @@ demo-down: ## stop the demo and the local control plane
 
 bench: deps venv ## benchmarks; results printed as ratios against a baseline measured in the same run
 	$(BIN)/python bench/runtime_bench.py
+	$(BIN)/python bench/grpc_bench.py
 	$(BIN)/python bench/operator_bench.py
 	$(BIN)/python bench/node_bench.py
 	$(BIN)/python bench/large_model_bench.py

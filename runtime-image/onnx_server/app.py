@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 import zlib
@@ -13,40 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from onnx_server.budget import BodyBudget as BodyBudget  # re-exported: older imports
 from onnx_server.dataplane import DataPlane
-from onnx_server.errors import BadRequest, Busy, NotFound, PayloadTooLarge, ServerError
+from onnx_server.errors import BadRequest, PayloadTooLarge, ServerError
 from onnx_server.openapi import openapi_document
 from onnx_server.protocol import HEADER_LENGTH
 from onnx_server.settings import ServerSettings
-
-
-class BodyBudget:
-    """Caps the request-body bytes held at once: a request reserves its (declared or largest) size first."""
-
-    def __init__(self, capacity: int, wait_s: float) -> None:
-        self.capacity, self.wait_s, self.used, self.waiters = capacity, wait_s, 0, 0
-        self._changed = asyncio.Condition()
-
-    @contextlib.asynccontextmanager
-    async def reserve(self, size: int) -> AsyncIterator[None]:
-        if self.used + size > self.capacity:  # the common case (room left) needs no lock: one event loop
-            self.waiters += 1
-            try:
-                async with self._changed:
-                    await asyncio.wait_for(self._changed.wait_for(lambda: self.used + size <= self.capacity),
-                                           self.wait_s)
-            except TimeoutError:
-                raise Busy(f"{self.used} bytes of requests are being served; retry later") from None
-            finally:
-                self.waiters -= 1
-        self.used += size
-        try:
-            yield
-        finally:
-            self.used -= size
-            if self.waiters:
-                async with self._changed:
-                    self._changed.notify_all()
 
 
 def reservation(request: Request, limit: int) -> int:
@@ -89,13 +60,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
-    budget = BodyBudget(settings.body_budget_bytes, settings.busy_wait_seconds)
+def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = True) -> Starlette:
+    """The REST app; with owns_plane=False its lifespan leaves starting and stopping the plane to the caller."""
+    budget = plane.budget
 
     def check_model(request: Request) -> None:
-        name, version = request.path_params["name"], request.path_params.get("version")
-        if name != settings.name or (version is not None and version != settings.version):
-            raise NotFound(f"model {name!r}" + (f" version {version!r}" if version else "") + " is not served here")
+        plane.check_model(request.path_params["name"], request.path_params.get("version"))
 
     async def server_meta(_: Request) -> Response:
         return JSONResponse({"name": "onnx-server", "version": plane.server_version,
@@ -117,7 +87,7 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
 
     async def infer(request: Request) -> Response:
         start = time.perf_counter()
-        plane.metrics.in_flight_now.inc()
+        plane.metrics.in_flight_now["rest"].inc()
         code = 500
         try:
             check_model(request)
@@ -136,8 +106,12 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
             code = exc.status_code
             return error(exc)
         finally:
-            plane.metrics.in_flight_now.dec()
+            plane.metrics.in_flight_now["rest"].dec()
             plane.metrics.request_done(code, time.perf_counter() - start)
+
+    async def model_config(request: Request) -> Response:
+        check_model(request)
+        return JSONResponse(plane.model_config())
 
     async def metrics(_: Request) -> Response:
         return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -158,6 +132,8 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
         Route("/v2", server_meta), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
         Route("/v2/models/{name}", model_meta), Route("/v2/models/{name}/versions/{version}", model_meta),
         Route("/v2/models/{name}/ready", model_ready),
+        Route("/v2/models/{name}/config", model_config),
+        Route("/v2/models/{name}/versions/{version}/config", model_config),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
@@ -167,6 +143,9 @@ def create_app(settings: ServerSettings, plane: DataPlane) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        if not owns_plane:
+            yield
+            return
         await plane.start()
         try:
             yield

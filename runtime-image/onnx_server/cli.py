@@ -81,17 +81,18 @@ def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
+    import logging
 
-    from onnx_server.app import create_app
     from onnx_server.dataplane import DataPlane
+    from onnx_server.serve import serve
     from onnx_server.settings import ServerSettings
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = ServerSettings(
             model_dir=Path(args.model_dir), name=args.name, version=args.version, host=args.host, port=args.port,
-            threads=args.threads, max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
+            grpc_port=None if args.no_grpc else args.grpc_port, threads=args.threads,
+            max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
             warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
             max_buffered_bytes=args.max_buffered_bytes,
             model_file=args.model_file, prepack=not args.no_prepack)
@@ -99,21 +100,23 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
     plane.load()  # fail fast (exit non-zero) on a bad model, before listening
-    # uvicorn stops accepting on SIGTERM and waits up to the grace period for in-flight requests
-    uvicorn.run(create_app(settings, plane), host=settings.host, port=settings.port, log_level="warning",
-                timeout_graceful_shutdown=int(settings.grace_seconds), access_log=False)
+    serve(settings, plane)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnx-server", description="The generic ONNX runtime server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="serve DIR/model.onnx over the Open Inference Protocol v2 (REST)")
+    serve = sub.add_parser("serve",
+                           help="serve DIR/model.onnx over the Open Inference Protocol v2 (REST and gRPC)")
     serve.add_argument("--model-dir", required=True, help="folder holding model.onnx")
     serve.add_argument("--model-file", default=MODEL_FILE, help="the model's path inside --model-dir")
     serve.add_argument("--name", required=True, help="model name in the URLs")
     serve.add_argument("--version", required=True, help="model version (a metric label too)")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port", type=int, default=8080, help="REST port")
+    serve.add_argument("--grpc-port", type=int, default=8081,
+                       help="gRPC port (inference.GRPCInferenceService and grpc.health.v1); 0 picks a free one")
+    serve.add_argument("--no-grpc", action="store_true", help="serve REST only")
     serve.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads")
     serve.add_argument("--max-batch-size", type=int, default=1, help="dynamic batching: most rows per run")
     serve.add_argument("--max-delay-ms", type=float, default=5.0, help="dynamic batching: longest wait")

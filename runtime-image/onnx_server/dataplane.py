@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from onnx_server.batching import Batcher
-from onnx_server.errors import BadRequest, NotReady, PayloadTooLarge
+from onnx_server.budget import BodyBudget
+from onnx_server.errors import BadRequest, NotFound, NotReady, PayloadTooLarge
 from onnx_server.fetch import safe_relative
 from onnx_server.metrics import Metrics
-from onnx_server.model import LoadedModel
+from onnx_server.model import V2_DTYPES, LoadedModel
+from onnx_server.model_config import triton_model_config
 from onnx_server.protocol import InferRequest, TensorMeta, encode_response, parse_request
 from onnx_server.settings import ServerSettings
 
 LOG = logging.getLogger("onnx_server")
+T = TypeVar("T")
 INLINE_PARSE_BYTES = 256 << 10
 # runs expected to take less than this stay on the event loop: handing them to a thread costs more
 INLINE_RUN_SECONDS = 200e-6
@@ -32,6 +37,7 @@ class DataPlane:
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
+        self.budget = BodyBudget(settings.body_budget_bytes, settings.busy_wait_seconds)
         self._big_parse = asyncio.Lock()
         self._seconds_per_element = math.inf  # of onnxruntime runs, a moving average
         try:
@@ -50,6 +56,8 @@ class DataPlane:
         LOG.info("Loaded %s %s (batchable: %s)", self.settings.name, self.settings.version, self.model.batchable)
 
     async def start(self) -> None:
+        if self.ready:
+            return
         if self.model is None:
             await asyncio.to_thread(self.load)
         assert self.model is not None
@@ -64,8 +72,9 @@ class DataPlane:
         if self.batcher:
             await self.batcher.stop()
 
-    @property
+    @functools.cached_property
     def input_meta(self) -> dict[str, TensorMeta]:
+        """Built once (after load): every request of either protocol checks against it."""
         assert self.model is not None
         return {t["name"]: TensorMeta(t["name"], t["dtype"], t["shape"]) for t in self.model.inputs}
 
@@ -78,10 +87,36 @@ class DataPlane:
         return {"name": self.settings.name, "versions": [self.settings.version], "platform": "onnxruntime_onnx",
                 "inputs": describe(self.model.inputs), "outputs": describe(self.model.outputs)}
 
+    def model_config(self) -> dict[str, Any]:
+        """Triton's model configuration: batch dimension, dims and the dynamic batching wait."""
+        if self.model is None:
+            raise NotReady("the model is still loading")
+        outputs = [TensorMeta(t["name"], t["dtype"], t["shape"]) for t in self.model.outputs
+                   if t["dtype"] in V2_DTYPES]
+        batch = self.settings.max_batch_size if self.model.batchable else 0
+        delay = round(self.settings.max_delay_ms * 1000) if self.batcher is not None else None
+        return triton_model_config(self.settings.name, list(self.input_meta.values()), outputs, batch, delay)
+
+    def check_model(self, name: str, version: str | None) -> None:
+        """NotFound unless `name` (and `version`, when given) is the served model."""
+        if name != self.settings.name or (version is not None and version != self.settings.version):
+            raise NotFound(f"model {name!r}" + (f" version {version!r}" if version else "") + " is not served here")
+
     async def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
+        """One REST request: JSON (or binary extension) in, the same out."""
+        self.check_ready()
+        req = await self._parse(body, header_length)
+        result = await self.run(req)
+        return encode_response(self.settings.name, self.settings.version, req.id, result, req.binary_outputs)
+
+    def check_ready(self) -> None:
         if not self.ready or self.model is None:
             raise NotReady("the model is still loading")
-        req = await self._parse(body, header_length)
+
+    async def run(self, req: InferRequest) -> dict[str, np.ndarray]:
+        """Runs a parsed request of either protocol (batched with the others when it can be)."""
+        self.check_ready()
+        assert self.model is not None
         if req.outputs is not None:
             unknown = sorted(set(req.outputs) - set(self.model.tensor_outputs))
             if unknown:
@@ -100,7 +135,7 @@ class DataPlane:
         size = sum(int(np.asarray(v).nbytes) for v in result.values())
         if size > self.settings.max_output_bytes:
             raise PayloadTooLarge(f"the outputs are {size} bytes; the limit is {self.settings.max_output_bytes}")
-        return encode_response(self.settings.name, self.settings.version, req.id, result, req.binary_outputs)
+        return result
 
     def _timed_run(self, feeds: dict[str, Any], outputs: list[str] | None) -> tuple[dict[str, Any], float]:
         assert self.model is not None
@@ -113,10 +148,13 @@ class DataPlane:
         return result, took
 
     async def _parse(self, body: bytes, header_length: int | None) -> InferRequest:
-        if len(body) < INLINE_PARSE_BYTES:
-            return parse_request(body, header_length, self.input_meta, self.settings.max_elements)
-        # big bodies: parsed off the event loop (health checks stay answered), one at a time (JSON
-        # expands several-fold in memory while parsed)
+        return await self.parse_with(len(body), parse_request, body, header_length, self.input_meta,
+                                     self.settings.max_elements)
+
+    async def parse_with(self, size: int, parse: Callable[..., T], *args: Any) -> T:
+        """Runs `parse(*args)` inline for small bodies; big ones are parsed off the event loop (health
+        checks stay answered), one at a time (a body expands several-fold in memory while parsed)."""
+        if size < INLINE_PARSE_BYTES:
+            return parse(*args)
         async with self._big_parse:
-            return await asyncio.to_thread(parse_request, body, header_length, self.input_meta,
-                                           self.settings.max_elements)
+            return await asyncio.to_thread(parse, *args)

@@ -36,7 +36,7 @@ class InferRequest:
     binary_outputs: set[str]
 
 
-def _shape(raw: Any, where: str, max_elements: int) -> list[int]:
+def check_shape(raw: Any, where: str, max_elements: int) -> list[int]:
     if not isinstance(raw, list) or len(raw) > MAX_DIMS or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
         raise BadRequest(f"{where}.shape must be a list of at most {MAX_DIMS} non-negative integers")
@@ -60,11 +60,34 @@ def _flatten(data: Any, where: str, limit: int) -> list[Any]:
     return out
 
 
-def _check_against(meta: TensorMeta, datatype: str, shape: list[int], where: str) -> None:
+def check_against(meta: TensorMeta, datatype: str, shape: list[int], where: str) -> None:
     if datatype != meta.datatype:
         raise BadRequest(f"{where}.datatype is {datatype}; input {meta.name!r} takes {meta.datatype}")
     if len(shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, shape, strict=True)):
         raise BadRequest(f"{where}.shape {shape} does not fit input {meta.name!r} shape {meta.shape}")
+
+
+def check_input_name(name: str, datatype: Any, seen: dict[str, np.ndarray], inputs: dict[str, TensorMeta],
+                     where: str) -> str:
+    """The datatype, once name and datatype are known to be valid and the name is new."""
+    if name not in inputs:
+        raise BadRequest(f"{where}.name {name!r} is not an input of this model ({sorted(inputs)})")
+    if name in seen:
+        raise BadRequest(f"{where}.name {name!r} is given twice")
+    if datatype not in NUMPY:
+        raise BadRequest(f"{where}.datatype must be one of {sorted(NUMPY)}")
+    return str(datatype)
+
+
+def check_complete(arrays: dict[str, np.ndarray], inputs: dict[str, TensorMeta]) -> None:
+    missing = sorted(set(inputs) - set(arrays))
+    if missing:
+        raise BadRequest(f"missing inputs: {missing}")
+
+
+def check_output_names(names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        raise BadRequest("outputs names the same output twice")
 
 
 def parse_request(body: bytes, header_length: int | None, inputs: dict[str, TensorMeta],
@@ -88,15 +111,9 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest(f"{where} must be an object with a string `name`")
         name = item["name"]
-        if name not in inputs:
-            raise BadRequest(f"{where}.name {name!r} is not an input of this model ({sorted(inputs)})")
-        if name in arrays:
-            raise BadRequest(f"{where}.name {name!r} is given twice")
-        datatype = item.get("datatype")
-        if datatype not in NUMPY:
-            raise BadRequest(f"{where}.datatype must be one of {sorted(NUMPY)}")
-        shape = _shape(item.get("shape"), where, max_elements)
-        _check_against(inputs[name], datatype, shape, where)
+        datatype = check_input_name(name, item.get("datatype"), arrays, inputs, where)
+        shape = check_shape(item.get("shape"), where, max_elements)
+        check_against(inputs[name], datatype, shape, where)
         dtype = np.dtype(NUMPY[datatype])
         count = math.prod(shape)
         size = _parameters(item, where).get("binary_data_size")
@@ -113,9 +130,7 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         if len(values) != count:
             raise BadRequest(f"{where}.data has {len(values)} elements; shape {shape} needs {count}")
         arrays[name] = _array(values, dtype, shape, f"{where}.data", datatype)
-    missing = sorted(set(inputs) - set(arrays))
-    if missing:
-        raise BadRequest(f"missing inputs: {missing}")
+    check_complete(arrays, inputs)
     wanted, binary = _outputs(doc)
     return InferRequest(doc.get("id") if isinstance(doc.get("id"), str) else None, arrays, wanted, binary)
 
@@ -151,8 +166,7 @@ def _outputs(doc: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
         raise BadRequest("outputs must be a list of objects with a string `name`")
     names = [o["name"] for o in raw]
-    if len(set(names)) != len(names):
-        raise BadRequest("outputs names the same output twice")
+    check_output_names(names)
     binary = {o["name"] for i, o in enumerate(raw)
               if binary_all or _parameters(o, f"outputs[{i}]").get("binary_data")}
     return names, binary

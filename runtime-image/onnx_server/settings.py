@@ -15,6 +15,7 @@ class ServerSettings(BaseModel):
     version: str = Field(min_length=1, max_length=64, description="Model version reported and labelled.")
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8080, ge=0, le=65535, description="Port to listen on (0 picks a free one).")
+    grpc_port: int | None = Field(8081, ge=0, le=65535, description="gRPC port (0 picks a free one; None = no gRPC).")
     threads: int | None = Field(None, ge=1, le=64, description="onnxruntime intra-op threads.")
     max_batch_size: int = Field(1, ge=1, le=1024, description="Rows merged into one run (1 = no batching).")
     max_delay_ms: float = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")

@@ -28,11 +28,14 @@ class ServerProcess:
         model_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_port = None if "--no-grpc" in extra else free_port()
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        grpc = [] if self.grpc_port is None else ["--grpc-port", str(self.grpc_port)]
         self.name, self.version = name, version
         self.log = model_dir / "server.log"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir), "--name", name,
-             "--version", version, "--host", "127.0.0.1", "--port", str(self.port), *extra],
+             "--version", version, "--host", "127.0.0.1", "--port", str(self.port), *grpc, *extra],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         wait_for("the server to be ready", lambda: self._ready(), timeout=60)
 

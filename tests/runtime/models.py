@@ -91,3 +91,15 @@ def small_cnn(channels: int = 16, size: int = 32, classes: int = 10, dense_head:
         nodes, "small_cnn",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, size, size])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])], initializer=init))
+
+
+def half_model() -> bytes:
+    """FP16 `h` [batch, 3] -> `same` (FP16, identical) and `double` (FP32, 2 * h)."""
+    return _model(helper.make_graph(
+        [helper.make_node("Identity", ["h"], ["same"]),
+         helper.make_node("Cast", ["h"], ["wide"], to=TensorProto.FLOAT),
+         helper.make_node("Mul", ["wide", "two"], ["double"])], "half",
+        [helper.make_tensor_value_info("h", TensorProto.FLOAT16, ["batch", 3])],
+        [helper.make_tensor_value_info("same", TensorProto.FLOAT16, ["batch", 3]),
+         helper.make_tensor_value_info("double", TensorProto.FLOAT, ["batch", 3])],
+        initializer=[numpy_helper.from_array(np.float32(2.0).reshape(()), "two")]))

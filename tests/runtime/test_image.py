@@ -61,7 +61,7 @@ def operator_args(port: int) -> list[str]:
     mv = parse_model_version({"metadata": {"name": "v1", "namespace": "ns", "uid": "u2"},
                               "spec": {"model": "linear", "version": "1.0.0",
                                        "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
-    return serve_args(md, mv, OperatorConfig(serving_port=port))
+    return serve_args(md, mv, OperatorConfig(serving_port=port, grpc_port=free_port()))
 
 
 def model_folder(tmp_path: Path) -> Path:

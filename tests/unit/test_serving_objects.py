@@ -5,7 +5,14 @@ import pytest
 from onnx_operator.api import InvalidSpec, parse_model_deployment, parse_model_version
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.names import bounded_name, deployment_name
-from onnx_operator.desired.serving import desired_deployment, desired_hpa, desired_service, service_url
+from onnx_operator.desired.serving import (
+    desired_deployment,
+    desired_hpa,
+    desired_preview_service,
+    desired_service,
+    service_url,
+)
+from onnx_operator.desired.traffic import desired_role_service
 from onnx_operator.desired.verification import (
     PERMANENT_EXIT_CODES,
     desired_verify_job,
@@ -111,7 +118,7 @@ def test_invalid_spec_names_the_field_path() -> None:
 def test_serving_pod_probes_the_v2_health_endpoints_on_the_named_port() -> None:
     server = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]
 
-    assert server["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert server["ports"][0] == {"name": "http", "containerPort": 8080, "protocol": "TCP"}
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -147,7 +154,50 @@ def test_serve_command_names_the_model_and_version() -> None:
     args = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
 
     assert args == ["serve", "--model-dir", "/models", "--name", "iris", "--version", "1.0.0",
-                    "--host", "0.0.0.0", "--port", "8080"]
+                    "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081"]
+
+
+def test_serving_pods_expose_a_grpc_port_by_default() -> None:
+    container = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]
+
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert container["args"][container["args"].index("--grpc-port") + 1] == "8081"
+
+
+def test_every_service_of_a_deployment_gains_an_h2c_grpc_port() -> None:
+    services = [desired_service(md(), CONFIG), desired_preview_service(md(), "v1"),
+                desired_role_service(md(), "canary", "v1")]
+
+    for service in services:
+        grpc = {p["name"]: p for p in service["spec"]["ports"]}["grpc"]
+        assert grpc == {"name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+                        "appProtocol": "kubernetes.io/h2c"}
+
+
+def test_runtime_grpc_false_on_the_deployment_turns_grpc_off_everywhere() -> None:
+    off = md(runtime={"grpc": False})
+
+    container = desired_deployment(off, mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]
+    service = desired_service(off, CONFIG)
+
+    assert [p["name"] for p in container["ports"]] == ["http"]
+    assert "--no-grpc" in container["args"] and "--grpc-port" not in container["args"]
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+
+
+def test_runtime_grpc_false_on_a_version_only_takes_its_pods_off_the_grpc_port() -> None:
+    container = desired_deployment(md(), mv(runtime={"grpc": False}), CONFIG, 1)["spec"]["template"]["spec"][
+        "containers"][0]
+
+    assert [p["name"] for p in container["ports"]] == ["http"] and "--no-grpc" in container["args"]
+    assert "grpc" in [p["name"] for p in desired_service(md(), CONFIG)["spec"]["ports"]]
+
+
+def test_the_deployment_runtime_grpc_overrides_the_versions() -> None:
+    container = desired_deployment(md(runtime={"grpc": True}), mv(runtime={"grpc": False}), CONFIG, 1)[
+        "spec"]["template"]["spec"]["containers"][0]
+
+    assert "--no-grpc" not in container["args"] and "grpc" in [p["name"] for p in container["ports"]]
 
 
 def test_resources_apply_to_the_fetching_init_container_too() -> None:
@@ -170,7 +220,7 @@ def test_deployment_and_pods_carry_the_version_labels() -> None:
 def test_service_maps_port_80_to_the_named_port_and_has_an_in_cluster_url() -> None:
     svc = desired_service(md(), CONFIG)
 
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["spec"]["ports"][0] == {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
     assert service_url(md()) == "http://web.ns.svc.cluster.local"
 
 

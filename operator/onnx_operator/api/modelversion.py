@@ -82,6 +82,9 @@ class RuntimeSettings(ApiModel):
     prepack: bool | None = Field(None, description="Let onnxruntime pre-pack weights (default true): faster runs, "
                                  "but a second copy of the weights in memory; false keeps a large model's "
                                  "external data memory-mapped.")
+    grpc: bool | None = Field(
+        None, description="Serve the Open Inference Protocol v2 over gRPC too (default true): the pods' `grpc` "
+        "port, and on a ModelDeployment the Services' `grpc` port (appProtocol kubernetes.io/h2c).")
 
 
 class ModelVersionSpec(ApiModel):

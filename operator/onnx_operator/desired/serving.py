@@ -20,6 +20,7 @@ from onnx_operator.desired.names import (
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 
 MODEL_DIR = "/models"
+GRPC_SERVICE_PORT = 8081
 PRESTOP_SECONDS = 5
 GRACE_SECONDS = 30
 STARTUP_PERIOD_SECONDS = 2
@@ -45,14 +46,35 @@ def runtime_args(runtime: RuntimeSettings) -> list[str]:
         args.append("--no-warmup")
     if runtime.prepack is False:
         args.append("--no-prepack")
+    if runtime.grpc is False:
+        args.append("--no-grpc")
     return args
 
 
 def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) -> list[str]:
     """The runtime image's arguments for a serving container (also used by the image tests)."""
+    runtime = effective_runtime(md, mv)
+    grpc = [] if runtime.grpc is False else ["--grpc-port", str(config.grpc_port)]
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
-            "--host", "0.0.0.0", "--port", str(config.serving_port), *model_file_args(mv.spec.source),
-            *runtime_args(effective_runtime(md, mv))]
+            "--host", "0.0.0.0", "--port", str(config.serving_port), *model_file_args(mv.spec.source), *grpc,
+            *runtime_args(runtime)]
+
+
+def container_ports(runtime: RuntimeSettings, config: OperatorConfig) -> list[Obj]:
+    ports = [{"name": "http", "containerPort": config.serving_port, "protocol": "TCP"}]
+    if runtime.grpc is not False:
+        ports.append({"name": "grpc", "containerPort": config.grpc_port, "protocol": "TCP"})
+    return ports
+
+
+def service_ports(md: ModelDeployment) -> list[Obj]:
+    """`http` (80), and `grpc` (8081, HTTP/2 without TLS) unless the ModelDeployment turns gRPC off; a pod
+    whose version turned it off is simply no endpoint of the `grpc` port."""
+    ports: list[Obj] = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    if not (md.spec.runtime and md.spec.runtime.grpc is False):
+        ports.append({"name": "grpc", "port": GRPC_SERVICE_PORT, "targetPort": "grpc", "protocol": "TCP",
+                      "appProtocol": "kubernetes.io/h2c"})
+    return ports
 
 
 def _probe(path: str, period: int, failures: int) -> Obj:
@@ -97,7 +119,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "image": config.runtime_image,
         "command": ["onnx-server"],
         "args": serve_args(md, mv, config),
-        "ports": [{"name": "http", "containerPort": config.serving_port, "protocol": "TCP"}],
+        "ports": container_ports(effective_runtime(md, mv), config),
         "readinessProbe": _probe("/v2/health/ready", 5, 3),
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS,
@@ -165,8 +187,7 @@ def _service(md: ModelDeployment, name: str, labels: dict[str, str], selector: d
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": object_meta(name, md.namespace, labels, owner_reference("ModelDeployment", md.metadata)),
-        "spec": {"selector": selector,
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {"selector": selector, "ports": service_ports(md)},
     }
 
 

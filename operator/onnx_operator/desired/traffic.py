@@ -8,6 +8,7 @@ from typing import Any
 from onnx_operator.api import ModelDeployment
 from onnx_operator.desired.common import Obj, object_meta, owner_reference
 from onnx_operator.desired.names import LABEL_NAME, LABEL_VERSION, bounded_name, serving_labels
+from onnx_operator.desired.serving import service_ports
 
 ROLES = ("stable", "canary")
 
@@ -23,8 +24,7 @@ def desired_role_service(md: ModelDeployment, role: str, version: str) -> Obj:
         "apiVersion": "v1", "kind": "Service",
         "metadata": object_meta(role_service_name(md.name, role), md.namespace, labels,
                                 owner_reference("ModelDeployment", md.metadata)),
-        "spec": {"selector": {**serving_labels(md.name), LABEL_VERSION: version},
-                 "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {"selector": {**serving_labels(md.name), LABEL_VERSION: version}, "ports": service_ports(md)},
     }
 
 
