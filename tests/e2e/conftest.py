@@ -22,8 +22,8 @@ from tests.models import make_model
 
 REPO = Path(__file__).resolve().parents[2]
 # every e2e test runs the operator as the chart's ServiceAccount, so a missing RBAC rule fails a test
-OPERATOR_NAMESPACE = "onnx-operator"
-OPERATOR_SA = "onnx-operator"
+OPERATOR_NAMESPACE = "e2e-operator"  # not the chart's default: `make demo` installs the chart there
+OPERATOR_SA = "e2e-onnx-operator"  # the chart rendered as release e2e-onnx-operator
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 
 
@@ -77,7 +77,7 @@ def operator_kubeconfig(cluster: ClusterHandle, tmp_path_factory: pytest.TempPat
     bin_dir = Path(cluster.kubectl_bin).parent
     subprocess.run([str(REPO / "tests/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
     rbac = subprocess.run(
-        [str(bin_dir / "helm"), "template", "onnx-operator", str(REPO / "charts/onnx-operator"),
+        [str(bin_dir / "helm"), "template", OPERATOR_SA, str(REPO / "charts/onnx-operator"),
          "-n", OPERATOR_NAMESPACE, "--kube-version", "1.36.0", "--show-only", "templates/serviceaccount.yaml",
          "--show-only", "templates/clusterrole.yaml", "--show-only", "templates/clusterrolebinding.yaml",
          "--show-only", "templates/role.yaml", "--show-only", "templates/rolebinding.yaml"],
