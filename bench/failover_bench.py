@@ -56,13 +56,16 @@ def handovers(handle: ClusterHandle, workdir: Path, runs: int, sig: int) -> list
     return times
 
 
-def cold_start(handle: ClusterHandle, workdir: Path) -> float:
+def cold_start(handle: ClusterHandle, workdir: Path, ns: str) -> float:
+    """Seconds from a single replica's start to its first reconcile; it then brings `web` to Ready."""
     single = Replica(handle, "bench-single", workdir, "--leader-elect=false", groups=ADMIN)
     started = time.monotonic()
     single.process.start()
     try:
         wait_for("/healthz", single.health, timeout=30, interval=0.05)
-        return first_reconcile_after(single, started)
+        took = first_reconcile_after(single, started)
+        wait_ready(handle, ns, "web", timeout=120)
+        return took
     finally:
         single.stop()
 
@@ -85,8 +88,7 @@ def main() -> None:
     handle.apply(model_version("v1", store.model("failover.onnx")), ns)
     handle.apply(model_deployment("web", "v1", replicas=2), ns)
     try:
-        baseline = cold_start(handle, workdir)
-        wait_ready(handle, ns, "web", timeout=120)
+        baseline = cold_start(handle, workdir, ns)
         rows = {"SIGKILL (Lease expires)": handovers(handle, workdir, args.runs, signal.SIGKILL),
                 "SIGTERM (Lease released)": handovers(handle, workdir, args.runs, signal.SIGTERM)}
     finally:
