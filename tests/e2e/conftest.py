@@ -53,6 +53,7 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onnx_operator", "--runtime-image", self.runtime_image,
              "--resync-seconds", "30", "--leader-elect-resource-namespace", OPERATOR_NAMESPACE,
+             "--leader-elect-resource-name", OPERATOR_SA,
              "--leader-elect-identity", self.identity, *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )

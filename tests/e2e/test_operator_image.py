@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.harness import ClusterHandle
-from tests.e2e.conftest import ModelStore
+from tests.e2e.conftest import OPERATOR_NAMESPACE, OPERATOR_SA, ModelStore
 from tests.e2e.helpers import model_deployment, model_version, wait_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.image]
@@ -45,7 +45,8 @@ def containerised_operator(cluster: ClusterHandle, operator_image: str, operator
     # the environment a pod spec would give the container
     subprocess.run([*BUILDAH, "config", "--env", "KUBECONFIG=/etc/onnx-operator/kubeconfig",
                     "--env", f"ONNX_OPERATOR_RUNTIME_IMAGE={cluster.runtime_image}",
-                    "--env", "ONNX_OPERATOR_LEADER_ELECT_RESOURCE_NAMESPACE=onnx-operator", ctr], check=True)
+                    "--env", f"ONNX_OPERATOR_LEADER_ELECT_RESOURCE_NAMESPACE={OPERATOR_NAMESPACE}",
+                    "--env", f"ONNX_OPERATOR_LEADER_ELECT_RESOURCE_NAME={OPERATOR_SA}", ctr], check=True)
     proc = subprocess.Popen(
         [*BUILDAH, "run", "--isolation", "chroot", "--network", "host", "--user", "65532:65532",
          "-v", f"{secrets}:/etc/onnx-operator:ro", ctr, "--", *config["Entrypoint"]],
