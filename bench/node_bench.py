@@ -98,8 +98,8 @@ def main() -> None:
     h.create_namespace(ns)
     store = ModelStore(REPO / "bench" / "results" / "models")
     log = (cluster.paths.logs / "bench-node-operator.log").open("ab")
-    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", h.runtime_image, "--leader-elect=false",
-                           "--namespaces", ns], stdout=log, stderr=subprocess.STDOUT,
+    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", h.runtime_image,
+                           "--leader-elect=false", "--namespaces", ns], stdout=log, stderr=subprocess.STDOUT,
                           env=dict(os.environ, KUBECONFIG=str(cluster.paths.kubeconfig)))
     try:
         ready = [pod_ready_seconds(h, ns, h.runtime_image) for _ in range(args.runs)]
