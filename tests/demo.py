@@ -34,8 +34,8 @@ from onnx_operator.cli.render import render_status
 from tests.cluster.chart import helm_install_operator, helm_uninstall
 from tests.cluster.localcluster import REPO, Cluster, wait_until
 from tests.cluster.realnode import NODE_IP
-from tests.demo_prober import Prober
 from tests.models import iris_model, make_failing_model
+from tests.prober import Prober
 
 NS = "demo"
 OPERATOR_NS = "onnx-operator"
@@ -152,7 +152,7 @@ class Demo:
                 print("\n" + view, flush=True)
                 last = view
             if prober and time.monotonic() >= next_line:
-                print(f"  prober: {prober.line()}", flush=True)
+                print(f"  {prober.report().summary(window=5)}", flush=True)
                 next_line = time.monotonic() + 2
             if done(md):
                 return md
@@ -162,14 +162,17 @@ class Demo:
 
     def rollouts(self, base_url: str) -> None:
         say("4. iris 2.0.0 rolls out as a canary (34% -> 67% -> 100% of the pods) under live traffic")
-        prober = Prober(f"{base_url}/v2/models/iris/infer", IRIS_ROWS, rate=20.0, max_seconds=900)
+        body = {"inputs": [{"name": "float_input", "shape": [3, 2], "datatype": "FP32",
+                            "data": [v for row in IRIS_ROWS for v in row]}]}
+        # a connection per request: kube-proxy balances connections, so each request is placed anew
+        prober = Prober(base_url, "iris", rate=20.0, max_seconds=900, max_requests=20_000, body=body)
         prober.start()
         try:
             self.apply(self.model_version("2.0.0"))
             self.apply(self.deployment("iris-2-0-0"))
             self.watch(lambda md: md.get("status", {}).get("servingVersion") == "iris-2-0-0"
                        and md["status"].get("phase") == "Ready", 300, prober)
-            print(f"  prober: {prober.line()}")
+            print(f"  {prober.report().summary(window=5)}")
 
             say("5. a broken iris 3.0.0: it loads, but every run fails, so its pods never become Ready")
             self.apply(self.model_version("3.0.0"))
@@ -182,10 +185,12 @@ class Demo:
                   f"serving {md['status']['servingVersion']}")
             time.sleep(2)
         finally:
-            totals = prober.stop()
-        print(f"\nprober totals: {totals}")
-        if totals.failed:
-            raise SystemExit(f"demo: {totals.failed} requests failed during the rollouts")
+            report = prober.stop()
+        mix = ", ".join(f"{v}: {n}" for v, n in sorted(report.versions.items()))
+        print(f"\nprober totals: {report.total} sent, {report.failed} failed; answered by {mix}; "
+              f"p50 {report.p50_ms:.1f} ms, p99 {report.p99_ms:.1f} ms")
+        if report.failed:
+            raise SystemExit(f"demo: {report.describe_failures()}")
 
     def next_steps(self) -> None:
         say("6. try next")
