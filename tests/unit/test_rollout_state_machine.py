@@ -194,3 +194,28 @@ def test_stable_shrinks_only_for_ready_canary_pods() -> None:
     seen = {"v1": Observed("v1", 10, 10), "v2": Observed("v2", 5, 2)}
     partly = decide(md({"servingVersion": "v1", "rollout": state}), seen, 10, None, [], None, T1)
     assert partly.replicas == {"v2": 5, "v1": 8}
+
+
+def test_going_back_to_the_blue_green_stable_inside_the_delay_switches_at_once() -> None:
+    bg = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 120}}
+    switched = {"version": "v2", "from": "v1", "stepIndex": 0, "startedAt": T0, "switchedAt": T0}
+    back = md({"servingVersion": "v2", "rollout": switched}, bg)
+    back.spec.model_version = "v1"
+
+    d = decide(back, obs(v1=10, v2=10), 10, None, [], None, T1)
+
+    assert d.active == "v1" and d.serving == "v1", "the Service selects the warm stable pods right away"
+    assert d.replicas == {"v1": 10}
+    assert d.history[-1]["version"] == "v2" and d.history[-1]["result"] == "Superseded"
+    assert d.preview is None
+
+
+def test_going_back_to_the_canary_stable_is_not_a_new_rollout() -> None:
+    state = {"version": "v2", "from": "v1", "stepIndex": 1, "stepStartedAt": T0, "startedAt": T0}
+    back = md({"servingVersion": "v1", "rollout": state})
+    back.spec.model_version = "v1"
+
+    d = decide(back, obs(v1=5, v2=5), 10, None, [], None, T1)
+
+    assert d.replicas == {"v1": 10} and d.serving == "v1"
+    assert not any(e[1] == "RolloutStarted" for e in d.events)

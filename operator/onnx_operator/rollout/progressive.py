@@ -95,6 +95,10 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
     state = prev if prev.get("version") == desired else {}
     # during a rollout the version it started from stays stable, even after a blue/green switch
     stable_name = state.get("from") if state else status.serving_version
+    if not state and prev.get("from") == desired:
+        # back to the version an unfinished rollout started from (e.g. within a blue/green scale-down
+        # delay): no new rollout; it serves again at once, from its still-warm pods
+        stable_name = desired
     stable = stable_name if stable_name in observed else None
     handled = prev.get("lastAction")
     act = action[0] if action and action[1] != handled else None
