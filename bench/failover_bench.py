@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import ClusterHandle, wait_for  # noqa: E402
-from tests.cluster.localcluster import Cluster  # noqa: E402
+from tests.cluster.harness import ClusterHandle, started_local_cluster, wait_for  # noqa: E402
 from tests.e2e.conftest import OPERATOR_NAMESPACE, ModelStore  # noqa: E402
 from tests.e2e.helpers import model_deployment, model_version, wait_ready  # noqa: E402
 from tests.e2e.replicas import Replica, first_reconcile_after  # noqa: E402
@@ -74,11 +73,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    cluster = Cluster()
-    cluster.up()
-    handle = ClusterHandle(cluster.paths.kubeconfig, str(cluster.paths.bin / "kubectl"), cluster.paths.audit_log,
-                           extra={"paths": cluster.paths})
-    handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    _, handle = started_local_cluster()
     if not handle.kubectl("get", "namespace", OPERATOR_NAMESPACE, "--ignore-not-found", "-o", "name"):
         handle.create_namespace(OPERATOR_NAMESPACE)
     ns = f"failover-{int(time.time())}"

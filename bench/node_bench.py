@@ -26,8 +26,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import ClusterHandle, terminate, wait_for  # noqa: E402
-from tests.cluster.localcluster import Cluster  # noqa: E402
+from tests.cluster.harness import ClusterHandle, started_local_cluster, terminate, wait_for  # noqa: E402
 from tests.e2e.conftest import ModelStore  # noqa: E402
 from tests.e2e.helpers import model_deployment, model_version  # noqa: E402
 
@@ -89,11 +88,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    cluster = Cluster()
-    cluster.up()
-    h = ClusterHandle(cluster.paths.kubeconfig, str(cluster.paths.bin / "kubectl"), cluster.paths.audit_log,
-                      extra={"paths": cluster.paths, "images": cluster.images()})
-    h.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster, h = started_local_cluster()
     ns = f"node-bench-{uuid.uuid4().hex[:5]}"
     h.create_namespace(ns)
     store = ModelStore(REPO / "bench" / "results" / "models")

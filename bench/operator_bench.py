@@ -20,8 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import ClusterHandle, wait_for  # noqa: E402
-from tests.cluster.localcluster import Cluster  # noqa: E402
+from tests.cluster.harness import ClusterHandle, started_local_cluster, wait_for  # noqa: E402
 from tests.e2e.conftest import ModelStore  # noqa: E402
 from tests.e2e.helpers import model_deployment, model_version  # noqa: E402
 
@@ -57,11 +56,7 @@ def main() -> None:
     parser.add_argument("--rss-objects", type=int, default=1000)
     parser.add_argument("--rest-seconds", type=float, default=60)
     args = parser.parse_args()
-    cluster = Cluster()
-    cluster.up()
-    handle = ClusterHandle(cluster.paths.kubeconfig, str(cluster.paths.bin / "kubectl"), cluster.paths.audit_log,
-                           extra={"paths": cluster.paths})
-    handle.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    cluster, handle = started_local_cluster()
     kubeconfig = handle.user_kubeconfig(USER, ("system:masters",))
     (REPO / "bench" / "results" / "models").mkdir(parents=True, exist_ok=True)
     store = ModelStore(REPO / "bench" / "results" / "models")

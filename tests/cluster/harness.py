@@ -115,17 +115,26 @@ class ClusterHandle:
         return events
 
 
+def handle_of(cluster: Cluster) -> ClusterHandle:
+    return ClusterHandle(kubeconfig=cluster.paths.kubeconfig, kubectl_bin=str(cluster.paths.bin / "kubectl"),
+                         audit_log=cluster.paths.audit_log, extra={"paths": cluster.paths, "images": cluster.images()})
+
+
+def started_local_cluster() -> tuple[Cluster, ClusterHandle]:
+    """For benchmarks: the local cluster started (or reused) and the CRDs applied."""
+    cluster = Cluster()
+    cluster.up()
+    handle = handle_of(cluster)
+    handle.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
+    return cluster, handle
+
+
 def local_cluster() -> Iterator[ClusterHandle]:
     cluster = Cluster()
     started_here = not cluster.running()
     cluster.up()
     try:
-        yield ClusterHandle(
-            kubeconfig=cluster.paths.kubeconfig,
-            kubectl_bin=str(cluster.paths.bin / "kubectl"),
-            audit_log=cluster.paths.audit_log,
-            extra={"paths": cluster.paths, "images": cluster.images()},
-        )
+        yield handle_of(cluster)
     finally:
         if started_here and os.environ.get("ONNX_OPERATOR_KEEP_CLUSTER") != "1":
             cluster.down()
