@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-bin cluster-down demo demo-down bench crds docs run images tools
+.PHONY: help deps venv test unit lint cluster cluster-bin argocd-bin cluster-down demo demo-down bench crds docs run images tools
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,13 +26,16 @@ venv: $(BIN)/.installed ## create the virtualenv with every extra
 cluster-bin: ## build (or reuse the cached) control-plane binaries into .cluster/bin; the cold build takes 6-12 min
 	./tests/cluster/build.sh $(CURDIR)/.cluster/bin
 
+argocd-bin: ## build (or reuse the cached) Argo CD binary (controller, repo server, API server, CLI) into .cluster/bin
+	./tests/argocd/build.sh $(CURDIR)/.cluster/bin
+
 cluster: venv ## start the local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)
 	$(BIN)/python -m tests.cluster up
 
 cluster-down: ## stop every process `make cluster` started and remove its state
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.cluster down; fi
 
-test: deps venv lint tools cluster-bin ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
+test: deps venv lint tools cluster-bin argocd-bin ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv ## only the pure unit tests
