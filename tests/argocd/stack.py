@@ -62,7 +62,8 @@ class ArgoCD:
         api, api_metrics = free_port(), free_port()
         self.spawn("argocd-server", [
             *self.kube_flags(), *repo, "--address", "127.0.0.1", "--port", str(api), "--insecure",
-            "--disable-auth", "--metrics-port", str(api_metrics), "--dex-server", "http://127.0.0.1:1"])
+            "--disable-auth", "--metrics-address", "127.0.0.1", "--metrics-port", str(api_metrics),
+            "--dex-server", "http://127.0.0.1:1"])
         self.server = f"127.0.0.1:{api}"
         wait_for("API server", lambda: http_ok(f"http://{self.server}/healthz"), timeout=90)
         controller_metrics = free_port()

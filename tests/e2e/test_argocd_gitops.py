@@ -71,7 +71,7 @@ def resource_health(argocd: ArgoCD, app: str, kind: str, name: str) -> dict[str,
     url = f"http://{argocd.server}/api/v1/applications/{app}/resource-tree?appNamespace={NAMESPACE}"
     with urllib.request.urlopen(url, timeout=10) as resp:
         tree = json.load(resp)
-    node = next((n for n in tree.get("nodes", []) if n["kind"] == kind and n["name"] == name), {})
+    node: dict[str, Any] = next((n for n in tree.get("nodes", []) if n["kind"] == kind and n["name"] == name), {})
     return dict(node.get("health") or {})
 
 
