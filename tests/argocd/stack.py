@@ -80,8 +80,8 @@ class ArgoCD:
         if not self.cluster.kubectl("get", "namespace", NAMESPACE, "--ignore-not-found", "-o", "name"):
             self.cluster.create_namespace(NAMESPACE)
         self.cluster.kubectl("apply", "--server-side", "-f", str(self.bin_dir / "argocd-crds"))
-        for crd in ("applications", "appprojects"):
-            self.cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}.argoproj.io", "--timeout=60s")
+        wait_for("Argo CD CRDs served", lambda: {"applications", "appprojects"} <= set(self.cluster.kubectl(
+            "api-resources", "--api-group=argoproj.io", "-o", "name").replace(".argoproj.io", "").split()))
         self.cluster.kubectl("apply", "--server-side", "-n", NAMESPACE, "-f", str(self.bin_dir / "argocd-config"))
         self.cluster.kubectl("-n", NAMESPACE, "patch", "configmap", "argocd-cm", "--patch-file", str(CM_PATCH))
 
