@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,7 +36,9 @@ def argocd(cluster: ClusterHandle, crds: None, tmp_path_factory: pytest.TempPath
         subprocess.run([str(REPO / script), str(bin_dir)], check=True, timeout=1800)
     stack = ArgoCD(cluster, tmp_path_factory.mktemp("argocd"), bin_dir)
     try:
+        started = time.monotonic()
         stack.start()
+        print(f"\n--- Argo CD started in {time.monotonic() - started:.1f}s")
         yield stack
     finally:
         print("\n--- Argo CD resident memory (MiB):", json.dumps(stack.memory_mib()))
@@ -116,7 +119,10 @@ def test_first_sync_is_synced_then_healthy_once_the_operator_reports_ready(
     start_app(argocd, remote, namespace, model_version("v1", art), model_deployment("web", "v1", replicas=2))
 
     wait_health(argocd, namespace, "Healthy")
-    assert condition(get(argocd.cluster, "md", namespace, "web"), "Ready")["status"] == "True"
+    ready = condition(get(argocd.cluster, "md", namespace, "web"), "Ready")
+    assert ready["status"] == "True"
+    assert resource_health(argocd, namespace, "ModelDeployment", "web") == {"status": "Healthy",
+                                                                           "message": ready["message"]}
     assert resource_health(argocd, namespace, "ModelVersion", "v1")["status"] == "Healthy"
     assert_no_drift(argocd, namespace)
 
@@ -138,7 +144,7 @@ def test_canary_from_git_is_progressing_then_suspended_and_the_promote_action_fi
 
     listed = json.loads(argocd.cli("app", "actions", "list", namespace, "--kind", "ModelDeployment",
                                    "--resource-name", "web", "--namespace", namespace, "-o", "json").stdout)
-    assert {a["name"]: a.get("disabled", False) for a in listed}["promote"] is False
+    assert {a["Action"]: a["Disabled"] for a in listed}["promote"] is False
     argocd.cli("app", "actions", "run", namespace, "promote", "--kind", "ModelDeployment",
                "--resource-name", "web", "--namespace", namespace)
 
