@@ -14,7 +14,8 @@ import numpy as np
 from onnx_server.batching import Batcher
 from onnx_server.errors import BadRequest, NotReady, PayloadTooLarge
 from onnx_server.metrics import Metrics
-from onnx_server.model import LoadedModel
+from onnx_server.model import V2_DTYPES, LoadedModel
+from onnx_server.model_config import triton_model_config
 from onnx_server.protocol import InferRequest, TensorMeta, encode_response, parse_request
 from onnx_server.settings import ServerSettings
 
@@ -75,6 +76,16 @@ class DataPlane:
             return [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in ts]
         return {"name": self.settings.name, "versions": [self.settings.version], "platform": "onnxruntime_onnx",
                 "inputs": describe(self.model.inputs), "outputs": describe(self.model.outputs)}
+
+    def model_config(self) -> dict[str, Any]:
+        """Triton's model configuration: batch dimension, dims and the dynamic batching wait."""
+        if self.model is None:
+            raise NotReady("the model is still loading")
+        outputs = [TensorMeta(t["name"], t["dtype"], t["shape"]) for t in self.model.outputs
+                   if t["dtype"] in V2_DTYPES]
+        batch = self.settings.max_batch_size if self.model.batchable else 0
+        delay = round(self.settings.max_delay_ms * 1000) if self.batcher is not None else None
+        return triton_model_config(self.settings.name, list(self.input_meta.values()), outputs, batch, delay)
 
     async def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
         if not self.ready or self.model is None:
