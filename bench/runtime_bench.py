@@ -164,6 +164,21 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
                   f"{r['requests_per_s']:.0f} req/s, gain {fmt(ratio(r, plain))} over no batching")
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The README's table: onnx-server's throughput and its ratio to KServe and MLServer, row by row."""
+    out = ["| model | format | generator | clients | onnx-server req/s (p50 ms) | KServe | MLServer | "
+           "vs KServe | vs MLServer |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r["server"] == "onnx-server"):
+        key = {k: r[k] for k in ("model", "format", "generator", "concurrency")}
+        ks, ml = find(rows, server="kserve", **key), find(rows, server="mlserver", **key)
+        cells = [f"{o['requests_per_s']:,.0f}" if o else "-" for o in (ks, ml)]
+        ratios = [f"{v:.2f}x" if (v := ratio(r, o)) is not None else "-" for o in (ks, ml)]
+        out.append(f"| {r['model']} | {r['format']} | {r['generator']} | {r['concurrency']} | "
+                   f"{r['requests_per_s']:,.0f} ({r['p50_us'] / 1000:.1f}) | "
+                   f"{' | '.join(cells)} | {' | '.join(ratios)} |")
+    return "\n".join(out) + "\n"
+
+
 def verdicts(rows: list[dict[str, Any]], top: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ours = [r for r in rows if r["server"] == "onnx-server"]
@@ -215,9 +230,10 @@ def main() -> None:
         print(f"  {key:28} {value:8.2f}{unit}  target {'<=' if lower else '>='} {target:g}{unit}  "
               f"{'met' if met else 'NOT met'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.with_suffix(".md").write_text(markdown(rows))
     RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,
                                    "ratios": results, "targets": TARGETS}, indent=2))
-    print(f"written {RESULTS.relative_to(REPO)}")
+    print(f"written {RESULTS.relative_to(REPO)} and the README's table in {RESULTS.with_suffix('.md').name}")
 
 
 if __name__ == "__main__":
