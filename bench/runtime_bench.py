@@ -93,8 +93,10 @@ def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array
                 try:
                     if gen == "wrk":
                         loadgen.wrk(srv.port, path, body, headers, 1, c, work)  # warm-up
+                        cpu = srv.cpu_seconds()
                         stats = loadgen.wrk(srv.port, path, body, headers, seconds, c, work)
                         rate = stats["requests_per_s"]
+                        stats["cpu_us"] = 1e6 * (srv.cpu_seconds() - cpu) / max(1.0, rate * seconds)
                     else:
                         stats = loadgen.perf(srv.port, srv.name, loadgen.perf_input(name, array, True),
                                              fmt == "binary", max(200, int(rate * seconds)), c, work)
@@ -103,7 +105,8 @@ def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array
                     continue
                 row = {"model": model, "server": label, "format": fmt, "generator": gen, "concurrency": c, **stats}
                 print(f"  {label:22} {model:9} {fmt:6} {gen:13} c={c:<3} {stats['requests_per_s']:8.0f} req/s "
-                      f"p50 {stats['p50_us']:7.0f} us p99 {stats['p99_us']:7.0f} us err {stats['errors']}", flush=True)
+                      f"p50 {stats['p50_us']:7.0f} us p99 {stats['p99_us']:7.0f} us err {stats['errors']} "
+                      f"cpu {stats.get('cpu_us', float('nan')):6.0f} us/req", flush=True)
                 rows.append(row)
     return rows
 
@@ -167,15 +170,17 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The README's table: onnx-server's throughput and its ratio to KServe and MLServer, row by row."""
     out = ["| model | format | generator | clients | onnx-server req/s (p50 ms) | KServe | MLServer | "
-           "vs KServe | vs MLServer |", "|---|---|---|---|---|---|---|---|---|"]
+           "vs KServe | vs MLServer | server CPU us/request: ours, KServe, MLServer |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
     for r in (r for r in rows if r["server"] == "onnx-server"):
         key = {k: r[k] for k in ("model", "format", "generator", "concurrency")}
         ks, ml = find(rows, server="kserve", **key), find(rows, server="mlserver", **key)
         cells = [f"{o['requests_per_s']:,.0f}" if o else "-" for o in (ks, ml)]
         ratios = [f"{v:.2f}x" if (v := ratio(r, o)) is not None else "-" for o in (ks, ml)]
+        cpu = ", ".join(f"{o['cpu_us']:,.0f}" if o and "cpu_us" in o else "-" for o in (r, ks, ml))
         out.append(f"| {r['model']} | {r['format']} | {r['generator']} | {r['concurrency']} | "
                    f"{r['requests_per_s']:,.0f} ({r['p50_us'] / 1000:.1f}) | "
-                   f"{' | '.join(cells)} | {' | '.join(ratios)} |")
+                   f"{' | '.join(cells)} | {' | '.join(ratios)} | {cpu} |")
     return "\n".join(out) + "\n"
 
 

@@ -5,6 +5,7 @@ its own cached venv)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,12 @@ class BenchServer:
             return httpx.get(f"http://127.0.0.1:{self.port}/v2/models/{self.name}/ready", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process used so far (taskset execs it: same pid); unlike latency,
+        barely moved by other processes sharing the core."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         terminate(self.proc)
