@@ -18,8 +18,15 @@ import yaml
 from tests.cluster.harness import terminate, wait_for
 from tests.runtime.conftest import free_port
 
+REPO = Path(__file__).resolve().parents[1]
 # the labels every serving pod carries (onnx_operator.desired.names.version_labels)
 SERVING_POD_SELECTOR = "app.kubernetes.io/managed-by=onnx-operator,app.kubernetes.io/component=serving"
+
+
+def build_prometheus_with_kubernetes_sd(dest: Path) -> Path:
+    """prometheus and promtool with Kubernetes discovery in `dest` (built once, then cached)."""
+    subprocess.run([str(REPO / "tests/tools/build-prometheus.sh"), str(dest)], check=True, timeout=2400)
+    return dest
 
 
 def static_scrape_config(targets: list[str], job: str = "onnx-server") -> dict[str, Any]:

@@ -7,7 +7,6 @@ loopback (never point a Prometheus at kwok pods: their IPs are made up)."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,11 +18,10 @@ from onnx_operator.handlers.gates import read_gates
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.models import make_model
 from tests.prober import Prober
-from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
+from tests.prometheus import Prometheus, build_prometheus_with_kubernetes_sd, kubernetes_sd_scrape_config
 from tests.runtime.conftest import ServerProcess, model_dir
 
 pytestmark = [pytest.mark.cluster]
-REPO = Path(__file__).resolve().parents[2]
 SERVING = {"app.kubernetes.io/managed-by": "onnx-operator", "app.kubernetes.io/component": "serving"}
 
 
@@ -44,9 +42,7 @@ def say_running_at_loopback(cluster: ClusterHandle, ns: str, name: str) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("prometheus-bin")
-    subprocess.run([str(REPO / "tests/tools/build-prometheus.sh"), str(dest)], check=True, timeout=2400)
-    return dest / "prometheus"
+    return build_prometheus_with_kubernetes_sd(tmp_path_factory.mktemp("prometheus-bin")) / "prometheus"
 
 
 @pytest.fixture
