@@ -118,6 +118,7 @@ def assert_no_drift(argocd: ArgoCD, app: str) -> None:
     diff = argocd.cli("app", "diff", app, check=False)
     assert diff.returncode == 0, f"argocd app diff found drift:\n{diff.stdout}{diff.stderr}"
     revisions = [h["revision"] for h in state.get("history", [])]
+    assert state["sync"]["revision"] in revisions, "the synced revision is missing from the sync history"
     assert len(revisions) == len(set(revisions)), f"a revision was synced again (drift healed): {revisions}"
 
 
