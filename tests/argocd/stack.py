@@ -66,7 +66,7 @@ class ArgoCD:
             "--dex-server", "http://127.0.0.1:1"])
         self.server = f"127.0.0.1:{api}"
         wait_for("API server", lambda: http_ok(f"http://{self.server}/healthz"), timeout=90)
-        controller_metrics = free_port()
+        controller_metrics = free_port()  # v3.2.11's controller has no metrics address flag: it binds 0.0.0.0
         self.spawn("argocd-application-controller", [
             *self.kube_flags(), *repo, "--commit-server", f"127.0.0.1:{free_port()}",
             "--metrics-port", str(controller_metrics), "--app-resync", "20", "--self-heal-timeout-seconds", "2"])

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argocd.stack import NAMESPACE, ArgoCD, GitRemote
+from tests.argocd.stack import CM_PATCH, NAMESPACE, ArgoCD, GitRemote
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import Artifact, ModelStore
 from tests.e2e.helpers import condition, get, model_deployment, model_version, wait_until
@@ -118,6 +118,7 @@ def assert_no_drift(argocd: ArgoCD, app: str) -> None:
     diff = argocd.cli("app", "diff", app, check=False)
     assert diff.returncode == 0, f"argocd app diff found drift:\n{diff.stdout}{diff.stderr}"
     revisions = [h["revision"] for h in state.get("history", [])]
+    assert state["sync"]["revision"] in revisions, "the synced revision is missing from the sync history"
     assert len(revisions) == len(set(revisions)), f"a revision was synced again (drift healed): {revisions}"
 
 
@@ -246,12 +247,17 @@ def test_chart_application_installs_the_operator_and_becomes_healthy(argocd: Arg
                                f"app.kubernetes.io/instance=gitops-{namespace}", check=False)
 
 
-def test_readme_argocd_section_is_what_the_test_bed_runs() -> None:
+def test_readme_argocd_section_is_what_the_test_bed_runs(argocd: ArgoCD) -> None:
+    pinned = (REPO / "tests/argocd/versions.env").read_text().split("ARGOCD_VERSION=")[1].split()[0]
     section = README_SECTION.search((REPO / "README.md").read_text())
     assert section, "README.md lost its '## GitOps with Argo CD' section"
     text = section.group(0)
-    assert "kubectl -n argocd patch configmap argocd-cm --patch-file examples/argocd/argocd-cm-patch.yaml" in text
-    assert "make argocd-bin" in text and "v3.2.11" in text
+
+    assert f"kubectl -n argocd patch configmap argocd-cm --patch-file {CM_PATCH.relative_to(REPO)}" in text
+    assert "make argocd-bin" in text and f"**{pinned}**" in text
+    version = subprocess.run([str(argocd.bin_dir / "argocd"), "version", "--client", "--short"],
+                             capture_output=True, text=True, check=True).stdout
+    assert version.startswith(f"argocd: {pinned}+"), version
 
 
 IGNORE_BACKEND_REFS = [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
