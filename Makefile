@@ -82,5 +82,6 @@ images: deps venv ## build the runtime and operator images with buildah
 	./runtime-image/build-image.sh runtime
 	./runtime-image/build-image.sh operator
 
-tools: venv ## helm and kubeconform, built from their Go modules into .cluster/bin
+tools: venv ## helm, kubeconform and Prometheus (with Kubernetes discovery), built from their Go modules into .cluster/bin
 	./tests/tools/build-tools.sh
+	./tests/tools/build-prometheus.sh
