@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-bin node-images cluster-down demo demo-down bench crds docs run images tools protos
+.PHONY: help deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs run images tools protos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,6 +26,9 @@ venv: $(BIN)/.installed ## create the virtualenv with every extra
 cluster-bin: ## build (or reuse the cached) control-plane binaries into .cluster/bin; the cold build takes 6-12 min
 	./tests/cluster/build.sh $(CURDIR)/.cluster/bin
 
+argocd-bin: ## build (or reuse the cached) Argo CD binary (controller, repo server, API server, CLI) into .cluster/bin
+	./tests/argocd/build.sh $(CURDIR)/.cluster/bin
+
 cluster: deps venv cluster-bin ## start the local cluster: control plane, kwok nodes, one real node (builds the images)
 	$(BIN)/python -m tests.cluster up
 
@@ -35,7 +38,7 @@ cluster-down: ## stop every process `make cluster` started, restore the host, re
 node-images: venv cluster-bin ## build (or reuse) the images the real node runs: pause, runtime, operator (cached by source hash)
 	$(BIN)/python -m tests.cluster images
 
-test: deps venv lint tools cluster-bin node-images ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
+test: deps venv lint tools cluster-bin argocd-bin node-images ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv ## only the pure unit tests
@@ -79,5 +82,6 @@ images: deps venv ## build the runtime and operator images with buildah
 	./runtime-image/build-image.sh runtime
 	./runtime-image/build-image.sh operator
 
-tools: venv ## helm and kubeconform, built from their Go modules into .cluster/bin
+tools: venv ## helm, kubeconform and Prometheus (with Kubernetes discovery), built from their Go modules into .cluster/bin
 	./tests/tools/build-tools.sh
+	./tests/tools/build-prometheus.sh

@@ -1,275 +1,244 @@
 """Runtime server benchmark, every number measured in the same run on this machine (loopback only).
 
-Side by side, with one load generator (keep-alive HTTP/1.1 connections, pre-encoded requests):
-  raw        InferenceSession.run in-process: the limit
-  onnx-server  this project's server (`onnx-server serve`)
-  kserve     KServe's Python ModelServer hosting the same ONNX model with onnxruntime (its own venv,
-             built once under $ONNX_OPERATOR_CACHE; --no-kserve skips it)
-on a small model at concurrency 1, 8 and 32, then the dynamic batching gain on a small CNN at the
-highest concurrency. Prints a table and writes bench/results/runtime.json.
+Three models (a tiny MLP, a dense MLP of about 1 ms per row, a small CNN with a 3x32x32 input), each hosted by
+onnx-server, KServe's ModelServer and MLServer (the last two in their own cached venvs, with onnxruntime), one
+process pinned to core 0 with onnxruntime intra-op threads 1; the load generators `wrk` (one fixed body per
+format) and Triton's `perf_analyzer` pinned to core 1; binary and JSON tensors (MLServer: JSON only);
+concurrency 1/8/32; inputs are fixed normal values. Then onnx-server's dynamic batching gain at the highest
+concurrency. Prints the tables with ratios and the issue's targets, and writes bench/results/runtime.json.
 
-    python bench/runtime_bench.py [--seconds 5] [--concurrency 1,8,32] [--no-kserve]
+    python bench/runtime_bench.py [--seconds 3] [--concurrency 1,8,32] [--models tiny-mlp,dense-mlp,cnn]
+                                  [--servers onnx-server,kserve,mlserver] [--generators wrk,perf_analyzer]
+
+The machine is shared: figures move by 10-30% between runs; compare ratios within one run.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import terminate, wait_for  # noqa: E402
-from tests.models import make_model  # noqa: E402
-from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
-from tests.runtime.models import small_cnn  # noqa: E402
+from bench import loadgen, servers  # noqa: E402
+from tests.runtime.conftest import model_dir  # noqa: E402
+from tests.runtime.models import dense_mlp, small_cnn  # noqa: E402
 
-KSERVE = "0.21.0"
-CACHE = Path(os.environ.get("ONNX_OPERATOR_CACHE", Path.home() / ".cache" / "onnx-operator"))
 RESULTS = REPO / "bench" / "results" / "runtime.json"
-TARGETS = {"throughput_vs_kserve_at_32": 2.0, "overhead_us": 300.0, "batching_gain": 3.0}
+MODELS: dict[str, Callable[[], tuple[bytes, str, tuple[int, ...]]]] = {
+    "tiny-mlp": lambda: (dense_mlp(4, 16, 1, classes=2), "x", (4,)),
+    "dense-mlp": lambda: (dense_mlp(256, 1536, 3), "x", (256,)),
+    "cnn": lambda: (small_cnn(), "image", (3, 32, 32)),
+}
+BATCHING = ("--max-batch-size", "32", "--max-delay-ms", "2")
+TARGETS = {"json_cnn_vs_mlserver_at_32": 2.0, "every_row_vs_others": 1.5, "tiny_p50_over_raw_us": 250.0,
+           "batching_gain_dense_at_32": 2.0}
 
 
-def summarize(latencies: list[float], elapsed: float, errors: int) -> dict[str, float]:
-    latencies.sort()
-    n = len(latencies)
-    return {"requests_per_s": n / elapsed, "p50_us": 1e6 * latencies[n // 2] if n else 0.0,
-            "p99_us": 1e6 * latencies[int(0.99 * (n - 1))] if n else 0.0,
-            "mean_us": 1e6 * statistics.fmean(latencies) if n else 0.0, "requests": n, "errors": errors}
-
-
-def http_request(port: int, path: str, body: bytes, headers: dict[str, str]) -> bytes:
-    head = "".join(f"{k}: {v}\r\n" for k, v in {"Host": f"127.0.0.1:{port}", "Content-Length": str(len(body)),
-                                                 **headers}.items())
-    return f"POST {path} HTTP/1.1\r\n{head}\r\n".encode() + body
-
-
-async def _connection(port: int, request: bytes, stop_at: float, latencies: list[float], errors: list[int]) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+def raw_run(data: bytes, feeds: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
+    """InferenceSession.run in this process, pinned to the server's core: the floor under every server."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {int(loadgen.SERVER_CORE)})
     try:
-        while time.perf_counter() < stop_at:
-            start = time.perf_counter()
-            writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.lower().split(b"\r\n")
-                          if line.startswith(b"content-length:"))
-            await reader.readexactly(length)
-            if head[9:12] == b"200":
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors[0] += 1
-    finally:
-        writer.close()
-
-
-def http_load(port: int, request: bytes, seconds: float, concurrency: int) -> dict[str, float]:
-    async def run() -> dict[str, float]:
-        latencies: list[float] = []
-        errors = [0]
-        start = time.perf_counter()
-        await asyncio.gather(*(_connection(port, request, start + seconds, latencies, errors)
-                               for _ in range(concurrency)))
-        return summarize(latencies, time.perf_counter() - start, errors[0])
-
-    import uvloop  # the server extra installs it; the client must not be the bottleneck
-
-    return uvloop.run(run())
-
-
-def raw_load(session: ort.InferenceSession, feeds: dict[str, np.ndarray], seconds: float,
-             concurrency: int) -> dict[str, float]:
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
-
-    def worker() -> None:
-        mine = []
+        latencies = []
+        stop_at = time.perf_counter() + seconds
         while time.perf_counter() < stop_at:
             start = time.perf_counter()
             session.run(None, feeds)
-            mine.append(time.perf_counter() - start)
-        latencies.extend(mine)
-    start = time.perf_counter()
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return summarize(latencies, time.perf_counter() - start, 0)
-
-
-def session(data: bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def kserve_python() -> Path:
-    """A venv with kserve (pinned), onnxruntime and numpy; made once per machine."""
-    venv = CACHE / f"kserve-{KSERVE}-venv"
-    python = venv / "bin" / "python"
-    if not (venv / ".complete").exists():
-        print(f"installing kserve {KSERVE} into {venv} (once per machine)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"kserve=={KSERVE}", "onnxruntime", "numpy"],
-                       check=True)
-        (venv / ".complete").touch()
-    return python
-
-
-class KServeProcess:
-    def __init__(self, model: Path, name: str) -> None:
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [str(kserve_python()), str(REPO / "bench" / "kserve_onnx_server.py"), "--model", str(model),
-             "--name", name, "--threads", "1", "--http_port", str(self.port), "--configure_logging", "false"],
-            stdout=(model.parent / "kserve.log").open("wb"), stderr=subprocess.STDOUT)
-        wait_for("the KServe server", self._ready, timeout=120)
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"kserve exited {self.proc.returncode}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/v2/models/m/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        terminate(self.proc)
-
-
-def measure(port: int, request: bytes, seconds: float, concurrency: int) -> dict[str, float]:
-    http_load(port, request, min(1.0, seconds), concurrency)  # warm-up
-    return http_load(port, request, seconds, concurrency)
-
-
-def small_model_rows(tmp: Path, seconds: float, levels: list[int], with_kserve: bool) -> list[dict[str, Any]]:
-    data = make_model()
-    x = np.asarray([[0.5, -1.0, 2.0, 0.25]], dtype=np.float32)
-    body = json.dumps({"id": "1", "inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
-                                              "data": x.reshape(-1).tolist()}]}).encode()
-    rows = [{"server": "raw", "concurrency": c, **raw_load(session(data), {"x": x}, seconds, c)} for c in levels]
-    ours = ServerProcess(model_dir(tmp / "ours", data), "--threads", "1", name="m")
-    try:
-        request = http_request(ours.port, "/v2/models/m/infer", body, {"Content-Type": "application/json"})
-        rows += [{"server": "onnx-server", "concurrency": c, **measure(ours.port, request, seconds, c)}
-                 for c in levels]
+            latencies.append(time.perf_counter() - start)
     finally:
-        ours.stop()
-    if with_kserve:
-        kserve = KServeProcess(model_dir(tmp / "kserve", data) / "model.onnx", "m")
-        try:
-            request = http_request(kserve.port, "/v2/models/m/infer", body, {"Content-Type": "application/json"})
-            rows += [{"server": "kserve", "concurrency": c, **measure(kserve.port, request, seconds, c)}
-                     for c in levels]
-        finally:
-            kserve.stop()
+        os.sched_setaffinity(0, before)
+    latencies.sort()
+    return {"requests_per_s": len(latencies) / seconds, "p50_us": 1e6 * latencies[len(latencies) // 2],
+            "p99_us": 1e6 * latencies[int(0.99 * (len(latencies) - 1))], "mean_us": 1e6 * float(np.mean(latencies)),
+            "errors": 0}
+
+
+def bodies(name: str, array: np.ndarray, output: str) -> dict[str, tuple[bytes, dict[str, str]]]:
+    """One fixed request per format: JSON tensors, and the binary extension (binary outputs too)."""
+    tensor = {"name": name, "shape": list(array.shape), "datatype": "FP32"}
+    as_json = json.dumps({"id": "1", "inputs": [{**tensor, "data": array.reshape(-1).tolist()}]}).encode()
+    blob = array.tobytes()
+    head = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": len(blob)}}],
+                       "outputs": [{"name": output, "parameters": {"binary_data": True}}]}).encode()
+    return {"json": (as_json, {"Content-Type": "application/json"}),
+            "binary": (head + blob, {"Content-Type": "application/octet-stream",
+                                     "Inference-Header-Content-Length": str(len(head))})}
+
+
+def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array: np.ndarray, formats: list[str],
+              generators: list[str], levels: list[int], seconds: float, work: Path) -> list[dict[str, Any]]:
+    rows = []
+    requests = bodies(name, array, "y" if model != "cnn" else "logits")
+    for fmt in formats:
+        body, headers = requests[fmt]
+        for c in levels:
+            rate = 1000 / seconds  # perf_analyzer's request count: what wrk managed in `seconds`, when it ran
+            for gen in generators:
+                path = f"/v2/models/{srv.name}/infer"
+                try:
+                    if gen == "wrk":
+                        loadgen.wrk(srv.port, path, body, headers, 1, c, work)  # warm-up
+                        cpu = srv.cpu_seconds()
+                        stats = loadgen.wrk(srv.port, path, body, headers, seconds, c, work)
+                        rate = stats["requests_per_s"]
+                        stats["cpu_us"] = 1e6 * (srv.cpu_seconds() - cpu) / max(1.0, rate * seconds)
+                    else:
+                        stats = loadgen.perf(srv.port, srv.name, loadgen.perf_input(name, array, True),
+                                             fmt == "binary", max(200, int(rate * seconds)), c, work)
+                except Exception as exc:  # one failing generator must not lose the other rows
+                    print(f"  {label} {model} {fmt} {gen} c={c}: FAILED {str(exc)[-600:]}", flush=True)
+                    continue
+                row = {"model": model, "server": label, "format": fmt, "generator": gen, "concurrency": c, **stats}
+                print(f"  {label:22} {model:9} {fmt:6} {gen:13} c={c:<3} {stats['requests_per_s']:8.0f} req/s "
+                      f"p50 {stats['p50_us']:7.0f} us p99 {stats['p99_us']:7.0f} us err {stats['errors']} "
+                      f"cpu {stats.get('cpu_us', float('nan')):6.0f} us/req", flush=True)
+                rows.append(row)
     return rows
 
 
-CNNS = {"cnn": {}, "cnn-dense": {"dense_head": 512}}  # global-pooling head; VGG-style dense head
-
-
-def cnn_rows(tmp: Path, seconds: float, concurrency: int, kind: str) -> list[dict[str, Any]]:
-    data = small_cnn(**CNNS[kind])
-    image = np.random.default_rng(3).random((1, 3, 32, 32), dtype=np.float32)
-    sess = session(data)
-    rows: list[dict[str, Any]] = []
-    for batch in (1, 32):
-        run = raw_load(sess, {"image": np.repeat(image, batch, axis=0)}, seconds, 1)
-        rows.append({"model": kind, "server": f"raw batch {batch}", "concurrency": 1, **run,
-                     "samples_per_s": run["requests_per_s"] * batch})
-    blob = image.tobytes()
-    head = json.dumps({"inputs": [{"name": "image", "shape": [1, 3, 32, 32], "datatype": "FP32",
-                                   "parameters": {"binary_data_size": len(blob)}}]}).encode()
-    for label, extra in (("onnx-server", ()), ("onnx-server batching", ("--max-batch-size", "32",
-                                                                       "--max-delay-ms", "5"))):
-        srv = ServerProcess(model_dir(tmp / f"{kind}-{label.replace(' ', '-')}", data), "--threads", "1", *extra,
-                            name="cnn")
+def bench_model(model: str, args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    data, name, shape = MODELS[model]()
+    array = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
+    raw = raw_run(data, {name: array}, args.seconds)
+    rows: list[dict[str, Any]] = [{"model": model, "server": "raw", "format": "-", "generator": "-",
+                                   "concurrency": 1, **raw}]
+    print(f"{model}: raw InferenceSession.run p50 {raw['p50_us']:.0f} us", flush=True)
+    plans: list[tuple[str, Callable[[Path, str], servers.BenchServer], list[str], list[int]]] = [
+        ("onnx-server", lambda d, n: servers.onnx_server(d, n), ["binary", "json"], args.levels),
+        ("onnx-server batching", lambda d, n: servers.onnx_server(d, n, *BATCHING), ["binary", "json"],
+         [max(args.levels)]),
+        ("kserve", servers.kserve, ["binary", "json"], args.levels),
+        ("mlserver", servers.mlserver, ["json"], args.levels),
+    ]
+    for label, start, formats, levels in plans:
+        if label.split()[0] not in args.servers or (label.endswith("batching") and model == "tiny-mlp"
+                                                    and "wrk" not in args.generators):
+            continue
+        folder = model_dir(tmp / f"{model}-{label.replace(' ', '-')}", data)
+        srv = start(folder, "m")
         try:
-            request = http_request(srv.port, "/v2/models/cnn/infer", head + blob, {
-                "Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"})
-            run = measure(srv.port, request, seconds, concurrency)
-            rows.append({"model": kind, "server": label, "concurrency": concurrency, **run,
-                         "samples_per_s": run["requests_per_s"]})
+            gens = ["wrk"] if label.endswith("batching") else args.generators
+            rows += load_rows(srv, label, model, name, array, formats, gens, levels, args.seconds, folder)
         finally:
             srv.stop()
     return rows
 
 
-def find(rows: list[dict[str, Any]], server: str, concurrency: int, model: str | None = None) -> dict[str, Any] | None:
-    return next((r for r in rows if r["server"] == server and r["concurrency"] == concurrency
-                 and r.get("model") == model), None)
+def find(rows: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
+    return next((r for r in rows if all(r.get(k) == v for k, v in where.items())), None)
 
 
-def verdicts(small: list[dict[str, Any]], cnn: list[dict[str, Any]], top: int) -> dict[str, Any]:
-    ours, raw, kserve = find(small, "onnx-server", top), find(small, "raw", 1), find(small, "kserve", top)
-    ours1 = find(small, "onnx-server", 1)
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    return a["requests_per_s"] / b["requests_per_s"] if a and b and b["requests_per_s"] else None
+
+
+def print_tables(rows: list[dict[str, Any]]) -> None:
+    fmt = lambda v: f"{v:6.2f}x" if v is not None else "      -"  # noqa: E731
+    for model in dict.fromkeys(r["model"] for r in rows):
+        raw = find(rows, model=model, server="raw")
+        print(f"\n{model}: raw InferenceSession.run p50 {raw['p50_us'] if raw else 0:.0f} us")
+        print(f"{'format':7}{'generator':14}{'conc':>5}{'onnx-server':>12}{'p50 us':>8}{'p99 us':>9}"
+              f"{'kserve':>9}{'mlserver':>10}{'vs kserve':>10}{'vs mlserver':>12}")
+        for r in (r for r in rows if r["model"] == model and r["server"] == "onnx-server"):
+            key = {k: r[k] for k in ("model", "format", "generator", "concurrency")}
+            ks, ml = find(rows, server="kserve", **key), find(rows, server="mlserver", **key)
+            print(f"{r['format']:7}{r['generator']:14}{r['concurrency']:5d}{r['requests_per_s']:12.0f}"
+                  f"{r['p50_us']:8.0f}{r['p99_us']:9.0f}{ks['requests_per_s'] if ks else 0:9.0f}"
+                  f"{ml['requests_per_s'] if ml else 0:10.0f}{fmt(ratio(r, ks)):>10}{fmt(ratio(r, ml)):>12}")
+        for r in (r for r in rows if r["model"] == model and r["server"] == "onnx-server batching"):
+            plain = find(rows, model=model, server="onnx-server", format=r["format"], generator="wrk",
+                         concurrency=r["concurrency"])
+            print(f"batching ({' '.join(BATCHING)}) {r['format']:6} wrk c={r['concurrency']}: "
+                  f"{r['requests_per_s']:.0f} req/s, gain {fmt(ratio(r, plain))} over no batching")
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The README's table: onnx-server's throughput and its ratio to KServe and MLServer, row by row."""
+    out = ["| model | format | generator | clients | onnx-server req/s (p50 ms) | KServe | MLServer | "
+           "vs KServe | vs MLServer | server CPU us/request: ours, KServe, MLServer |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in (r for r in rows if r["server"] == "onnx-server"):
+        key = {k: r[k] for k in ("model", "format", "generator", "concurrency")}
+        ks, ml = find(rows, server="kserve", **key), find(rows, server="mlserver", **key)
+        cells = [f"{o['requests_per_s']:,.0f}" if o else "-" for o in (ks, ml)]
+        ratios = [f"{v:.2f}x" if (v := ratio(r, o)) is not None else "-" for o in (ks, ml)]
+        cpu = ", ".join(f"{o['cpu_us']:,.0f}" if o and "cpu_us" in o else "-" for o in (r, ks, ml))
+        out.append(f"| {r['model']} | {r['format']} | {r['generator']} | {r['concurrency']} | "
+                   f"{r['requests_per_s']:,.0f} ({r['p50_us'] / 1000:.1f}) | "
+                   f"{' | '.join(cells)} | {' | '.join(ratios)} | {cpu} |")
+    return "\n".join(out) + "\n"
+
+
+def verdicts(rows: list[dict[str, Any]], top: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    if ours and kserve:
-        out["throughput_vs_kserve_at_32"] = ours["requests_per_s"] / kserve["requests_per_s"]
-    if ours1 and raw:
-        out["overhead_us"] = ours1["mean_us"] - raw["mean_us"]
-    for kind in CNNS:
-        plain, batched = find(cnn, "onnx-server", top, kind), find(cnn, "onnx-server batching", top, kind)
-        if plain and batched:
-            out[f"batching_gain_{kind}"] = batched["requests_per_s"] / plain["requests_per_s"]
+    ours = [r for r in rows if r["server"] == "onnx-server"]
+    versus = [v for r in ours for other in ("kserve", "mlserver") if (v := ratio(r, find(
+        rows, server=other, **{k: r[k] for k in ("model", "format", "generator", "concurrency")}))) is not None]
+    if versus:
+        out["every_row_vs_others"] = min(versus)
+    cnn = [v for gen in ("wrk", "perf_analyzer") if (v := ratio(
+        find(rows, model="cnn", server="onnx-server", format="json", generator=gen, concurrency=top),
+        find(rows, model="cnn", server="mlserver", format="json", generator=gen, concurrency=top))) is not None]
+    if cnn:
+        out["json_cnn_vs_mlserver_at_32"] = min(cnn)
+    raw = find(rows, model="tiny-mlp", server="raw")
+    tiny = [r["p50_us"] - raw["p50_us"] for r in ours if raw and r["model"] == "tiny-mlp" and r["concurrency"] == 1]
+    if tiny:
+        out["tiny_p50_over_raw_us"] = max(tiny)
+    gains = [v for fmt in ("binary", "json") if (v := ratio(
+        find(rows, model="dense-mlp", server="onnx-server batching", format=fmt, concurrency=top),
+        find(rows, model="dense-mlp", server="onnx-server", format=fmt, generator="wrk", concurrency=top)))]
+    if gains:
+        out["batching_gain_dense_at_32"] = min(gains)
     return out
-
-
-def print_table(title: str, rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> None:
-    print(f"\n{title}")
-    print(f"{'server':22} {'conc':>5} {'req/s':>9} {'p50 us':>9} {'p99 us':>9} {'mean us':>9} "
-          f"{'vs base':>8} {'err':>4}")
-    for r in rows:
-        ratio = f"{r['requests_per_s'] / baseline['requests_per_s']:7.2f}x" if baseline else ""
-        print(f"{r['server']:22} {r['concurrency']:5d} {r['requests_per_s']:9.0f} {r['p50_us']:9.0f} "
-              f"{r['p99_us']:9.0f} {r['mean_us']:9.0f} {ratio:>8} {r['errors']:4d}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=5, help="measurement time per row")
+    parser.add_argument("--seconds", type=float, default=3, help="measurement time per row")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
-    parser.add_argument("--no-kserve", action="store_true", help="skip KServe (no venv install)")
+    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
+    parser.add_argument("--servers", default="onnx-server,kserve,mlserver", help="comma-separated servers")
+    parser.add_argument("--generators", default="wrk,perf_analyzer", help="comma-separated load generators")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    args.servers, args.generators = args.servers.split(","), args.generators.split(",")
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="runtime-bench-") as tmp:
-        small = small_model_rows(Path(tmp), args.seconds, levels, not args.no_kserve)
-        cnn = [row for kind in CNNS for row in cnn_rows(Path(tmp), args.seconds, max(levels), kind)]
-    print(f"\nmachine: {os.cpu_count()} cores; onnxruntime {ort.__version__}, 1 intra-op thread everywhere; "
-          f"{args.seconds:.0f} s per row; loopback")
-    print_table("small model (4x2 linear, JSON tensors); baseline: raw InferenceSession.run at concurrency 1",
-                small, find(small, "raw", 1))
-    for kind, head in (("cnn", "global pooling + dense 10"), ("cnn-dense", "flatten + dense 512 + dense 10")):
-        print_table(f"small CNN `{kind}` (2 conv, {head}; 3x32x32 binary tensors); "
-                    "baseline: onnx-server without batching", [r for r in cnn if r["model"] == kind],
-                    find(cnn, "onnx-server", max(levels), kind))
-    results = verdicts(small, cnn, max(levels))
+        for model in args.models.split(","):
+            rows += bench_model(model, args, Path(tmp))
+    print(f"\nmachine: {os.cpu_count()} cores, shared (noisy: compare ratios within this run); server on core "
+          f"{loadgen.SERVER_CORE}, load generator on core {loadgen.CLIENT_CORE}; onnxruntime {ort.__version__}, "
+          f"1 intra-op thread; {args.seconds:g} s per row")
+    print_tables(rows)
+    results = verdicts(rows, max(args.levels))
     print("\ntargets (from the issue):")
     for key, value in results.items():
-        target = TARGETS[key.split("_cnn")[0]]
-        met = value <= target if key == "overhead_us" else value >= target
-        unit = " us" if key == "overhead_us" else "x"
-        print(f"  {key:28} {value:8.2f}{unit}  target {'<=' if key == 'overhead_us' else '>='} {target:g}{unit}  "
+        target, lower = TARGETS[key], key.endswith("_us")
+        met = value <= target if lower else value >= target
+        unit = " us" if lower else "x"
+        print(f"  {key:28} {value:8.2f}{unit}  target {'<=' if lower else '>='} {target:g}{unit}  "
               f"{'met' if met else 'NOT met'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "small_model": small,
-                                   "cnn": cnn, "ratios": results, "targets": TARGETS}, indent=2))
-    print(f"written {RESULTS.relative_to(REPO)}")
+    RESULTS.with_suffix(".md").write_text(markdown(rows))
+    RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,
+                                   "ratios": results, "targets": TARGETS}, indent=2))
+    print(f"written {RESULTS.relative_to(REPO)} and the README's table in {RESULTS.with_suffix('.md').name}")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,15 @@ import yaml
 from tests.cluster.harness import terminate, wait_for
 from tests.runtime.conftest import free_port
 
+REPO = Path(__file__).resolve().parents[1]
 # the labels every serving pod carries (onnx_operator.desired.names.version_labels)
 SERVING_POD_SELECTOR = "app.kubernetes.io/managed-by=onnx-operator,app.kubernetes.io/component=serving"
+
+
+def build_prometheus_with_kubernetes_sd(dest: Path) -> Path:
+    """prometheus and promtool with Kubernetes discovery in `dest` (built once, then cached)."""
+    subprocess.run([str(REPO / "tests/tools/build-prometheus.sh"), str(dest)], check=True, timeout=2400)
+    return dest
 
 
 def static_scrape_config(targets: list[str], job: str = "onnx-server") -> dict[str, Any]:
@@ -61,16 +68,17 @@ def write_prometheus_config(path: Path, scrape_configs: list[dict[str, Any]], in
 
 
 class Prometheus:
-    """A Prometheus process on 127.0.0.1 with its own TSDB under `root`."""
+    """A Prometheus process on 127.0.0.1 with its own TSDB under `root`; `binary` is Debian's by default
+    (no Kubernetes discovery) or the one tests/tools/build-prometheus.sh builds."""
 
-    def __init__(self, root: Path, scrape_configs: list[dict[str, Any]]) -> None:
+    def __init__(self, root: Path, scrape_configs: list[dict[str, Any]], binary: str = "prometheus") -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = write_prometheus_config(root / "prometheus.yml", scrape_configs)
         self.log = root / "prometheus.log"
         self.proc = subprocess.Popen(
-            ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         wait_for("prometheus ready", self._ready, timeout=60)

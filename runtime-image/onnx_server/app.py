@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import time
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -14,19 +16,22 @@ from starlette.routing import Route
 
 from onnx_server.budget import BodyBudget as BodyBudget  # re-exported: older imports
 from onnx_server.dataplane import DataPlane
-from onnx_server.errors import BadRequest, PayloadTooLarge, ServerError
+from onnx_server.errors import PayloadTooLarge, ServerError
 from onnx_server.openapi import openapi_document
-from onnx_server.protocol import HEADER_LENGTH
+from onnx_server.protocol import HEADER_LENGTH, decimal
 from onnx_server.settings import ServerSettings
+
+LOG = logging.getLogger("onnx_server")
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def reservation(request: Request, limit: int) -> int:
     """What a body may occupy: its Content-Length when plain, else the limit (chunked or compressed)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = decimal(request.headers.get("content-length"), "Content-Length")
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    if request.headers.get("content-encoding", "identity").lower() == "identity" and declared.isdigit():
-        return min(int(declared), limit)
+    if request.headers.get("content-encoding", "identity").lower() == "identity" and declared is not None:
+        return declared
     return limit
 
 
@@ -34,10 +39,25 @@ def error(exc: ServerError) -> JSONResponse:
     return JSONResponse({"error": exc.message}, status_code=exc.status_code)
 
 
+def guarded(endpoint: Endpoint) -> Endpoint:
+    """Every failure becomes a response here, so the connection stays open: an exception escaping to
+    Starlette's last-resort handler is re-raised to uvicorn, which then closes the keep-alive connection."""
+    @functools.wraps(endpoint)
+    async def call(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except ServerError as exc:
+            return error(exc)
+        except Exception:
+            LOG.exception("Failed to answer %s %s", request.method, request.url.path)
+            return JSONResponse({"error": "internal error"}, status_code=500)
+    return call
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """Reads at most `limit` bytes (after decompression); 413 as soon as more arrive."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    declared = decimal(request.headers.get("content-length"), "Content-Length")
+    if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
     encoding = request.headers.get("content-encoding", "identity").lower()
     if encoding not in ("identity", "gzip", "deflate"):
@@ -91,10 +111,7 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         code = 500
         try:
             check_model(request)
-            raw = request.headers.get(HEADER_LENGTH)
-            header_length = int(raw) if raw is not None and raw.isdigit() else None
-            if raw is not None and header_length is None:
-                raise BadRequest(f"{HEADER_LENGTH} must be a non-negative integer")
+            header_length = decimal(request.headers.get(HEADER_LENGTH), "Inference-Header-Content-Length")
             async with budget.reserve(reservation(request, settings.max_body_bytes)):
                 body = await read_body(request, settings.max_body_bytes)
                 payload, head = await plane.infer(body, header_length)
@@ -139,6 +156,7 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
         Route("/metrics", metrics), Route("/v2/openapi.json", openapi),
     ]
+    routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes]
     from starlette.exceptions import HTTPException
 
     @contextlib.asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,8 +31,9 @@ class Batcher:
     """One queue, one worker task, one future per caller."""
 
     def __init__(self, run: RunFn, max_batch_size: int, max_delay_s: float,
-                 observe: Callable[[list[float], int, float], None] | None = None) -> None:
-        self.run, self.max_rows, self.max_delay = run, max_batch_size, max_delay_s
+                 observe: Callable[[list[float], int, float], None] | None = None,
+                 executor: Executor | None = None) -> None:
+        self.run, self.max_rows, self.max_delay, self.executor = run, max_batch_size, max_delay_s, executor
         self.observe = observe or (lambda queue_s, rows, infer_s: None)
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
@@ -85,10 +87,10 @@ class Batcher:
         start = time.perf_counter()
         try:
             if len(batch) == 1:
-                results = [await asyncio.to_thread(self.run, batch[0].feeds, batch[0].outputs)]
+                results = [await self._off_loop(batch[0].feeds, batch[0].outputs)]
             else:
                 feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
-                merged = await asyncio.to_thread(self.run, feeds, batch[0].outputs)
+                merged = await self._off_loop(feeds, batch[0].outputs)
                 results = self._split(merged, batch, rows)
         except Exception as exc:
             if len(batch) == 1:
@@ -103,6 +105,9 @@ class Batcher:
         for p, result in zip(batch, results, strict=True):
             if not p.future.done():
                 p.future.set_result(result)
+
+    async def _off_loop(self, feeds: dict[str, np.ndarray], outputs: list[str] | None) -> dict[str, np.ndarray]:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self.run, feeds, outputs)
 
     @staticmethod
     def _split(merged: dict[str, np.ndarray], batch: list[_Pending], rows: int) -> list[dict[str, np.ndarray]]:

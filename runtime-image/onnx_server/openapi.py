@@ -47,6 +47,7 @@ def openapi_document(name: str, version: str) -> dict[str, Any]:
             "/v2/models/{name}": {**_get("Model metadata", 404, 503), "parameters": model_params},
             "/v2/models/{name}/ready": {**_get("Model readiness", 404, 503), "parameters": model_params},
             "/v2/models/{name}/infer": {**infer, "parameters": model_params},
+            "/v2/models/{name}/config": {**_get("Triton model configuration", 404, 503), "parameters": model_params},
             "/v2/models/{name}/versions/{version}": {**_get("Model metadata", 404, 503), "parameters": version_params},
             "/v2/models/{name}/versions/{version}/infer": {**infer, "parameters": version_params},
         },

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from onnx_server.errors import BadRequest
 
@@ -36,6 +36,15 @@ class InferRequest:
     binary_outputs: set[str]
 
 
+def decimal(raw: str | None, field: str) -> int | None:
+    """An HTTP header holding a non-negative decimal integer (ASCII digits only), or None when absent."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()):
+        raise BadRequest(f"{field} must be a non-negative decimal integer, not {raw[:40]!r}")
+    return int(raw)
+
+
 def check_shape(raw: Any, where: str, max_elements: int) -> list[int]:
     if not isinstance(raw, list) or len(raw) > MAX_DIMS or not all(
             isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
@@ -47,6 +56,7 @@ def check_shape(raw: Any, where: str, max_elements: int) -> list[int]:
 
 
 def _flatten(data: Any, where: str, limit: int) -> list[Any]:
+    """Flattens nested lists of strings (BYTES) without recursion, stopping past `limit` elements."""
     out: list[Any] = []
     stack = [data]
     while stack:
@@ -56,7 +66,7 @@ def _flatten(data: Any, where: str, limit: int) -> list[Any]:
         else:
             out.append(item)
             if len(out) > limit:
-                raise BadRequest(f"{where}.data has more elements than its shape")
+                raise BadRequest(f"{where} has more elements than its shape")
     return out
 
 
@@ -74,7 +84,7 @@ def check_input_name(name: str, datatype: Any, seen: dict[str, np.ndarray], inpu
         raise BadRequest(f"{where}.name {name!r} is not an input of this model ({sorted(inputs)})")
     if name in seen:
         raise BadRequest(f"{where}.name {name!r} is given twice")
-    if datatype not in NUMPY:
+    if not isinstance(datatype, str) or datatype not in NUMPY:
         raise BadRequest(f"{where}.datatype must be one of {sorted(NUMPY)}")
     return str(datatype)
 
@@ -90,27 +100,36 @@ def check_output_names(names: list[str]) -> None:
         raise BadRequest("outputs names the same output twice")
 
 
+def load_json(head: bytes) -> Any:
+    try:
+        return orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise BadRequest("malformed JSON: nested too deeply") from exc
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+
+
 def parse_request(body: bytes, header_length: int | None, inputs: dict[str, TensorMeta],
                   max_elements: int) -> InferRequest:
     """Parses a JSON (or binary-extension) inference request into numpy arrays; BadRequest on any flaw."""
-    head, tail = (body, b"") if header_length is None else (body[:header_length], body[header_length:])
-    if header_length is not None and not 0 <= header_length <= len(body):
+    if header_length is not None and header_length > len(body):
         raise BadRequest(f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)")
-    try:
-        doc = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"malformed JSON: {exc}") from exc
-    except RecursionError as exc:  # deeply nested arrays or objects
-        raise BadRequest("malformed JSON: nested too deeply") from exc
+    head, tail = (body, b"") if header_length is None else (body[:header_length], body[header_length:])
+    doc = load_json(head)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise BadRequest("the request must be an object with a non-empty `inputs` list")
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest("id must be a string")
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, item in enumerate(doc["inputs"]):
         where = f"inputs[{i}]"
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise BadRequest(f"{where} must be an object with a string `name`")
-        name = item["name"]
+        if not isinstance(item, dict):
+            raise BadRequest(f"{where} must be an object")
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise BadRequest(f"{where}.name must be a string")
         datatype = check_input_name(name, item.get("datatype"), arrays, inputs, where)
         shape = check_shape(item.get("shape"), where, max_elements)
         check_against(inputs[name], datatype, shape, where)
@@ -120,19 +139,19 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         if size is not None:
             if datatype == "BYTES":
                 raise BadRequest(f"{where}: binary BYTES tensors are not supported; send them as JSON strings")
-            if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(tail):
+            if isinstance(size, bool) or not isinstance(size, int) or size != count * dtype.itemsize \
+                    or offset + size > len(tail):
                 raise BadRequest(f"{where}.parameters.binary_data_size must be {count * dtype.itemsize} bytes "
                                  "and lie inside the body")
-            arrays[name] = np.frombuffer(tail[offset:offset + size], dtype=dtype).reshape(shape)
+            arrays[name] = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
             offset += size
             continue
-        values = _flatten(item.get("data"), where, count)
-        if len(values) != count:
-            raise BadRequest(f"{where}.data has {len(values)} elements; shape {shape} needs {count}")
-        arrays[name] = _array(values, dtype, shape, f"{where}.data", datatype)
+        if "data" not in item:
+            raise BadRequest(f"{where} needs `data` or parameters.binary_data_size")
+        arrays[name] = data_array(item["data"], dtype, shape, f"{where}.data", datatype)
     check_complete(arrays, inputs)
     wanted, binary = _outputs(doc)
-    return InferRequest(doc.get("id") if isinstance(doc.get("id"), str) else None, arrays, wanted, binary)
+    return InferRequest(request_id, arrays, wanted, binary)
 
 
 def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
@@ -144,37 +163,94 @@ def _parameters(item: dict[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
-def _array(values: list[Any], dtype: np.dtype[Any], shape: list[int], where: str, datatype: str) -> np.ndarray:
+def data_array(data: Any, dtype: np.dtype[Any], shape: list[int], where: str, datatype: str) -> np.ndarray:
+    """JSON `data` (flat, or nested exactly as `shape`) as an array of `dtype`; numbers are converted by
+    numpy in one call, then checked as whole arrays (kind, range, integrality), never element by element."""
+    count = math.prod(shape)
+    if not isinstance(data, list):
+        raise BadRequest(f"{where} must be a list of {datatype} values")
     if datatype == "BYTES":
+        values = _flatten(data, where, count)
+        if len(values) != count:
+            raise BadRequest(f"{where} has {len(values)} elements; shape {shape} needs {count}")
         if not all(isinstance(v, str) for v in values):
             raise BadRequest(f"{where} must hold strings for BYTES")
         return np.asarray(values, dtype=object).reshape(shape)
-    if any(isinstance(v, (str, dict)) or v is None for v in values):
-        raise BadRequest(f"{where} does not hold {datatype} values: found a string, object or null")
+    if len(data) > count and count:  # cheap early refusal before numpy copies anything
+        raise BadRequest(f"{where} has {len(data)} elements; shape {shape} needs {count}")
     try:
-        with np.errstate(all="raise"):
-            return np.asarray(values, dtype=dtype).reshape(shape)
-    except (TypeError, ValueError, OverflowError, FloatingPointError) as exc:
-        raise BadRequest(f"{where} does not hold {datatype} values: {exc}") from exc
+        raw = np.array(data)
+    except ValueError as exc:  # ragged nesting, or deeper than numpy's dimension limit
+        raise BadRequest(f"{where} is nested unevenly; send it flat or nested as shape {shape}") from exc
+    if raw.dtype.kind not in "biuf":
+        raise BadRequest(f"{where} does not hold {datatype} values: found a string, object, null "
+                         "or an integer wider than 64 bits")
+    if raw.size != count:
+        raise BadRequest(f"{where} has {raw.size} elements; shape {shape} needs {count}")
+    if raw.ndim > 1 and list(raw.shape) != shape:
+        raise BadRequest(f"{where} is nested as {list(raw.shape)}; send it flat or nested as shape {shape}")
+    _check_range(raw, dtype, where, datatype)
+    return raw.astype(dtype, copy=False).reshape(shape)
+
+
+def _check_range(raw: np.ndarray, dtype: np.dtype[Any], where: str, datatype: str) -> None:
+    if raw.size == 0 or raw.dtype.kind == "b":
+        return
+    low, high = raw.min(), raw.max()
+    if dtype.kind == "b":
+        if not ((raw == 0) | (raw == 1)).all():
+            raise BadRequest(f"{where} does not hold {datatype} values: only true, false, 0 and 1 are booleans")
+    elif dtype.kind == "f":
+        top = float(np.finfo(dtype).max)
+        if float(low) < -top or float(high) > top:
+            raise BadRequest(f"{where} does not hold {datatype} values: a value is beyond {datatype}'s range")
+    else:
+        if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and (np.trunc(raw) == raw).all()):
+            raise BadRequest(f"{where} does not hold {datatype} values: found a fraction")
+        info = np.iinfo(dtype)
+        if int(low) < info.min or int(high) > info.max:
+            raise BadRequest(f"{where} does not hold {datatype} values: a value is outside "
+                             f"[{info.min}, {info.max}]")
+
+
+def _flag(params: dict[str, Any], key: str, where: str) -> bool:
+    value = params.get(key, False)
+    if not isinstance(value, bool):
+        raise BadRequest(f"{where}.parameters.{key} must be true or false")
+    return value
 
 
 def _outputs(doc: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
     raw = doc.get("outputs")
-    binary_all = bool(_parameters(doc, "request").get("binary_data_output"))
+    binary_all = _flag(_parameters(doc, "request"), "binary_data_output", "request")
     if raw is None:
         return None, {"*"} if binary_all else set()
-    if not isinstance(raw, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in raw):
+    if not isinstance(raw, list):
         raise BadRequest("outputs must be a list of objects with a string `name`")
-    names = [o["name"] for o in raw]
-    check_output_names(names)
-    binary = {o["name"] for i, o in enumerate(raw)
-              if binary_all or _parameters(o, f"outputs[{i}]").get("binary_data")}
+    binary: set[str] = set()
+    names: list[str] = []
+    for i, out in enumerate(raw):
+        if not isinstance(out, dict) or not isinstance(out.get("name"), str):
+            raise BadRequest(f"outputs[{i}] must be an object with a string `name`")
+        if out["name"] in names:
+            raise BadRequest(f"outputs[{i}] names output {out['name']!r} twice")
+        names.append(out["name"])
+        if _flag(_parameters(out, f"outputs[{i}]"), "binary_data", f"outputs[{i}]") or binary_all:
+            binary.add(out["name"])
     return names, binary
+
+
+def _as_list(value: Any) -> Any:
+    """orjson's fallback for arrays it cannot write itself (non-contiguous, or an unusual dtype)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def encode_response(name: str, version: str, request_id: str | None, outputs: dict[str, np.ndarray],
                     binary: set[str]) -> tuple[bytes, int | None]:
-    """JSON body, or JSON header + binary tensors; returns (body, header length or None)."""
+    """JSON body, or JSON header + binary tensors; returns (body, header length or None). Numeric arrays
+    go to orjson as they are (written in C, no tolist())."""
     items, blobs = [], []
     for out_name, array in outputs.items():
         item: dict[str, Any] = {"name": out_name, "shape": list(array.shape),
@@ -187,12 +263,12 @@ def encode_response(name: str, version: str, request_id: str | None, outputs: di
             item["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            item["data"] = array.reshape(-1).tolist()
+            item["data"] = np.ascontiguousarray(array).reshape(-1)
         items.append(item)
     doc: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": items}
     if request_id is not None:
         doc["id"] = request_id
-    head = json.dumps(doc, separators=(",", ":")).encode()
+    head = orjson.dumps(doc, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)

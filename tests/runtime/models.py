@@ -103,3 +103,23 @@ def half_model() -> bytes:
         [helper.make_tensor_value_info("same", TensorProto.FLOAT16, ["batch", 3]),
          helper.make_tensor_value_info("double", TensorProto.FLOAT, ["batch", 3])],
         initializer=[numpy_helper.from_array(np.float32(2.0).reshape(()), "two")]))
+
+
+def dense_mlp(features: int, hidden: int, layers: int, classes: int = 10) -> bytes:
+    """`layers` dense layers of width `hidden` with ReLU, then a dense output: `x` FP32 [batch, features]
+    -> `y` [batch, classes]. At batch 1 a run reads every weight once per row, so batching amortises it."""
+    rng = np.random.default_rng(5)
+    nodes, init, previous, width = [], [], "x", features
+    for i in range(layers):
+        nodes += [helper.make_node("Gemm", [previous, f"w{i}", f"b{i}"], [f"h{i}"]),
+                  helper.make_node("Relu", [f"h{i}"], [f"r{i}"])]
+        scale = np.sqrt(2.0 / width)
+        init += [numpy_helper.from_array((rng.standard_normal((width, hidden)) * scale).astype(np.float32), f"w{i}"),
+                 numpy_helper.from_array(np.zeros(hidden, dtype=np.float32), f"b{i}")]
+        previous, width = f"r{i}", hidden
+    nodes.append(helper.make_node("Gemm", [previous, "wo", "bo"], ["y"]))
+    init += [numpy_helper.from_array((rng.standard_normal((width, classes)) * 0.1).astype(np.float32), "wo"),
+             numpy_helper.from_array(np.zeros(classes, dtype=np.float32), "bo")]
+    return _model(helper.make_graph(
+        nodes, "dense_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", features])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", classes])], initializer=init))

@@ -69,13 +69,24 @@ def test_deeply_nested_json_is_a_bad_request(small_body_server: ServerProcess) -
     assert resp.status_code == 400 and "nested too deeply" in resp.json()["error"]
 
 
-def test_deeply_nested_data_is_flattened_without_recursion(small_body_server: ServerProcess) -> None:
+def test_data_nested_deeper_than_its_shape_is_a_bad_request_naming_the_field(
+        small_body_server: ServerProcess) -> None:
     data: Any = [1.0, 2.0, 3.0, 4.0]
     for _ in range(500):
         data = [data]
     resp = httpx.post(small_body_server.infer_url, json={"inputs": [
         {"name": "x", "shape": [1, 4], "datatype": "FP32", "data": data}]})
-    assert resp.status_code == 200
+    assert resp.status_code == 400
+    assert "inputs[0].data is nested" in resp.json()["error"]
+
+
+def test_data_nested_as_its_shape_or_flat_gives_the_same_answer(small_body_server: ServerProcess) -> None:
+    rows = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]
+    flat = [v for row in rows for v in row]
+    answers = [httpx.post(small_body_server.infer_url, json={"inputs": [
+        {"name": "x", "shape": [2, 4], "datatype": "FP32", "data": data}]}) for data in (rows, flat)]
+    assert [r.status_code for r in answers] == [200, 200]
+    assert answers[0].json()["outputs"] == answers[1].json()["outputs"]
 
 
 @pytest.mark.parametrize(("body", "fragment"), [

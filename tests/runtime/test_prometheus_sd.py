@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.prometheus import kubernetes_sd_scrape_config, static_scrape_config, write_prometheus_config
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.prometheus import (
+    build_prometheus_with_kubernetes_sd,
+    kubernetes_sd_scrape_config,
+    static_scrape_config,
+    write_prometheus_config,
+)
 
 
 @pytest.fixture(scope="module")
 def prometheus_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dest = tmp_path_factory.mktemp("prometheus-bin")
-    subprocess.run([str(REPO / "tests/tools/build-prometheus.sh"), str(dest)], check=True, timeout=2400)
-    return dest
+    return build_prometheus_with_kubernetes_sd(tmp_path_factory.mktemp("prometheus-bin"))
 
 
 def test_the_kubernetes_sd_scrape_config_is_valid_for_prometheus(prometheus_bin: Path, tmp_path: Path) -> None:

@@ -1,0 +1,85 @@
+"""The servers runtime_bench.py compares, each one process pinned to one core with onnxruntime intra-op
+threads 1, hosting the same ONNX file: onnx-server, KServe's ModelServer and MLServer (each of the last two in
+its own cached venv)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from onnx_server.model import load_session, signature
+
+from bench.loadgen import SERVER_CORE, cached_venv
+from tests.cluster.harness import terminate, wait_for
+from tests.runtime.conftest import free_port
+
+REPO = Path(__file__).resolve().parents[1]
+KSERVE, MLSERVER = "0.21.0", "1.7.1"
+PIN = ["taskset", "-c", SERVER_CORE]
+
+
+class BenchServer:
+    """One server process on 127.0.0.1; ready when GET /v2/models/{name}/ready answers 200."""
+
+    def __init__(self, label: str, cmd: list[str], log: Path, name: str, port: int, cwd: Path | None = None) -> None:
+        self.label, self.name, self.log, self.port = label, name, log, port
+        self.proc = subprocess.Popen([*PIN, *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=cwd)
+        wait_for(f"{label} to be ready", self._ready, timeout=180)
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.label} exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.port}/v2/models/{self.name}/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process used so far (taskset execs it: same pid); unlike latency,
+        barely moved by other processes sharing the core."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        terminate(self.proc)
+
+
+def onnx_server(model_dir: Path, name: str, *extra: str) -> BenchServer:
+    port = free_port()
+    return BenchServer("onnx-server", [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir),
+                                      "--name", name, "--version", "1", "--port", str(port), "--threads", "1", *extra],
+                       model_dir / "onnx-server.log", name, port)
+
+
+def kserve(model_dir: Path, name: str) -> BenchServer:
+    python = cached_venv(f"kserve-{KSERVE}", f"kserve=={KSERVE}", "onnxruntime", "numpy")
+    port = free_port()
+    return BenchServer("kserve", [str(python), str(REPO / "bench" / "kserve_onnx_server.py"), "--model",
+                                 str(model_dir / "model.onnx"), "--name", name, "--threads", "1", "--http_port",
+                                 str(port), "--configure_logging", "false"], model_dir / "kserve.log", name, port)
+
+
+def _tensors(model_dir: Path) -> dict[str, list[dict[str, object]]]:
+    sig = signature(load_session(model_dir / "model.onnx"))
+    return {kind: [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in sig[kind]]
+            for kind in ("inputs", "outputs")}
+
+
+def mlserver(model_dir: Path, name: str) -> BenchServer:
+    python = cached_venv(f"mlserver-{MLSERVER}", f"mlserver=={MLSERVER}", "onnxruntime", "numpy")
+    root = model_dir / "mlserver"
+    (root / name).mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    (root / "settings.json").write_text(json.dumps({
+        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "parallel_workers": 0, "debug": False}))
+    (root / name / "model-settings.json").write_text(json.dumps({
+        "name": name, "implementation": "mlserver_onnx_runtime.OnnxRuntime",
+        "parameters": {"uri": str(model_dir / "model.onnx"), "extra": {"threads": 1}},
+        **_tensors(model_dir)}))
+    return BenchServer("mlserver", [str(python.parent / "mlserver"), "start", str(root)], model_dir / "mlserver.log",
+                       name, port, cwd=REPO / "bench")
