@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -62,7 +63,9 @@ def start_web(cluster: ClusterHandle, ns: str, replicas: int, **spec: Any) -> Pr
 def finish(prober: Prober, name: str) -> Report:
     time.sleep(2)  # a little traffic after the result too
     report = prober.stop()
-    print(f"\n[{name}] {report.summary()}; versions {dict(report.versions)}")
+    # past pytest's capture: the counts belong in every run's log, passing or not
+    print(f"\n[prober: {name}] {report.summary()}; answered by {dict(report.versions)}", file=sys.__stdout__,
+          flush=True)
     return report
 
 
@@ -106,7 +109,8 @@ def test_canary_split_follows_the_replicas_and_drops_no_request(
         "servingVersion") == "v2" and condition(o, "Ready").get("status") == "True", timeout=300)
 
     report = finish(prober, "canary 25 -> 50 -> 100")
-    print(f"[canary] share of 2.0.0 while holding 25%: {share:.2f} over {held} requests")
+    print(f"[prober: canary] share of 2.0.0 while holding 25%: {share:.2f} ({held} requests sent by then)",
+          file=sys.__stdout__, flush=True)
     assert report.failed == 0, report.describe_failures()
     assert abs(share - 0.25) <= SHARE_TOLERANCE, f"share {share:.2f} outside 0.25 +- {SHARE_TOLERANCE}"
     assert md["status"]["history"][-1]["result"] == "Succeeded"
@@ -142,7 +146,8 @@ def test_blue_green_preview_switch_and_rollback_drop_no_request(
     back = prober.elapsed + 1.5
 
     report = finish(prober, "blue/green")
-    print(f"[blue/green] selector back on v1 {back_in:.1f}s after the rollback")
+    print(f"[prober: blue/green] selector back on v1 {back_in:.1f}s after the rollback", file=sys.__stdout__,
+          flush=True)
     assert report.failed == 0, report.describe_failures()
     assert report.share("2.0.0", since=switched + 1.5, until=switched + 4) == 1.0
     assert report.share("1.0.0", since=back) == 1.0
