@@ -87,14 +87,16 @@ def perf_input(name: str, array: np.ndarray, batched: bool) -> dict[str, Any]:
     return {"data": [{name: {"content": array.reshape(-1).tolist(), "shape": shape}}]}
 
 
-def perf(port: int, model: str, inputs: dict[str, Any], binary: bool, requests: int, concurrency: int,
+def perf(port: int, model: str, inputs: dict[str, Any], binary: bool, seconds: float, concurrency: int,
          work: Path) -> dict[str, Any]:
-    """A fixed count of requests (perf_analyzer's stability check never settles on a busy shared machine)."""
+    """Three time windows filling `seconds`, with a stability threshold that always passes: its check never
+    settles on a busy shared machine, and --request-count reports the count over whole seconds."""
     binary_path, env = perf_analyzer()
     (work / "input.json").write_text(json.dumps(inputs))
     fmt = "binary" if binary else "json"
     cmd = ["taskset", "-c", CLIENT_CORE, str(binary_path), "-m", model, "-u", f"127.0.0.1:{port}", "-i", "http",
-           "--concurrency-range", str(concurrency), "--request-count", str(requests),
+           "--concurrency-range", str(concurrency), "--measurement-interval", str(max(500, int(seconds * 1000 / 3))),
+           "--stability-percentage", "999", "--max-trials", "3",
            "--input-data", str(work / "input.json"), "--input-tensor-format", fmt, "--output-tensor-format", fmt,
            "-f", str(work / "perf.csv")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

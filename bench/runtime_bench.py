@@ -87,7 +87,6 @@ def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array
     for fmt in formats:
         body, headers = requests[fmt]
         for c in levels:
-            rate = 1000 / seconds  # perf_analyzer's request count: what wrk managed in `seconds`, when it ran
             for gen in generators:
                 path = f"/v2/models/{srv.name}/infer"
                 try:
@@ -95,11 +94,10 @@ def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array
                         loadgen.wrk(srv.port, path, body, headers, 1, c, work)  # warm-up
                         cpu = srv.cpu_seconds()
                         stats = loadgen.wrk(srv.port, path, body, headers, seconds, c, work)
-                        rate = stats["requests_per_s"]
-                        stats["cpu_us"] = 1e6 * (srv.cpu_seconds() - cpu) / max(1.0, rate * seconds)
+                        stats["cpu_us"] = 1e6 * (srv.cpu_seconds() - cpu) / max(1.0, stats["requests_per_s"] * seconds)
                     else:
                         stats = loadgen.perf(srv.port, srv.name, loadgen.perf_input(name, array, True),
-                                             fmt == "binary", max(200, int(rate * seconds)), c, work)
+                                             fmt == "binary", seconds, c, work)
                 except Exception as exc:  # one failing generator must not lose the other rows
                     print(f"  {label} {model} {fmt} {gen} c={c}: FAILED {str(exc)[-600:]}", flush=True)
                     continue
