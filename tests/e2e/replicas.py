@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.cluster.apiproxy import ApiProxy
 from tests.cluster.harness import ClusterHandle, wait_for
-from tests.e2e.conftest import OPERATOR_NAMESPACE, OperatorProcess
+from tests.e2e.conftest import OPERATOR_NAMESPACE, OPERATOR_SA, OperatorProcess
 
 REPLICA_GROUP = "onnx-operator:replicas"
 # the chart's own ClusterRole and Lease Role (installed by the operator_kubeconfig fixture), bound to the group
@@ -24,13 +24,13 @@ REPLICA_BINDINGS = f"""\
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
 metadata: {{name: onnx-operator-replicas}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: onnx-operator}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {OPERATOR_SA}}}
 subjects: [{{kind: Group, name: "{REPLICA_GROUP}", apiGroup: rbac.authorization.k8s.io}}]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {{name: onnx-operator-replicas, namespace: {OPERATOR_NAMESPACE}}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: onnx-operator-leader-election}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {OPERATOR_SA}-leader-election}}
 subjects: [{{kind: Group, name: "{REPLICA_GROUP}", apiGroup: rbac.authorization.k8s.io}}]
 """
 

@@ -234,7 +234,13 @@ def test_chart_application_installs_the_operator_and_becomes_healthy(argocd: Arg
                                                                      namespace: str) -> None:
     sha = remote.copy_tree(REPO / "charts/onnx-operator", "charts/onnx-operator", "the operator's chart")
     app = application(f"{namespace}-chart", remote.url, "charts/onnx-operator", namespace)
-    app["spec"]["source"]["helm"] = {"releaseName": f"gitops-{namespace}"}
+    # the images the real node has, and a namespace of its own to watch: real operator pods, touching
+    # nothing of the other tests
+    repository, _, tag = argocd.cluster.extra["images"]["operator"].rpartition(":")
+    app["spec"]["source"]["helm"] = {"releaseName": f"gitops-{namespace}", "parameters": [
+        {"name": "image.repository", "value": repository}, {"name": "image.tag", "value": tag},
+        {"name": "runtimeImage", "value": argocd.cluster.runtime_image},
+        {"name": "watchNamespaces[0]", "value": namespace}]}
     argocd.cluster.apply(json.dumps(app), NAMESPACE)
     try:
         wait_synced(argocd, app["metadata"]["name"], sha)

@@ -1,13 +1,11 @@
 """Multi-file ModelVersions through the operator: the verify Job checks a folder pinned by a file list
-and an archive, status records digest, size and file count; the serving pod's init container and
-server commands, run as a kubelet would, serve the model with its external data."""
+and an archive, status records digest, size and file count; on the real node a ModelDeployment's pods
+fetch the folder in their init container and serve the model with its external data."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -18,9 +16,8 @@ import pytest
 
 from tests.cluster.harness import ClusterHandle
 from tests.e2e.conftest import ModelStore
-from tests.e2e.helpers import GROUP, condition, model_deployment, serving_deployments, wait_mv_phase, wait_until
+from tests.e2e.helpers import GROUP, condition, model_deployment, wait_mv_phase, wait_ready
 from tests.models import external_weights, make_external_data_model
-from tests.runtime.conftest import ServerProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 FEATURES, OUTPUTS = 64, 8
@@ -29,7 +26,8 @@ FEATURES, OUTPUTS = 64, 8
 def publish_folder(models: ModelStore, name: str) -> tuple[str, list[dict[str, str]], Path]:
     folder = make_external_data_model(models.root / name, FEATURES, OUTPUTS).parent
     files = [{"path": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in sorted(folder.iterdir())]
-    return f"http://127.0.0.1:{models.httpd.server_address[1]}/{name}/", files, folder
+    host, port = models.httpd.server_address[:2]
+    return f"http://{host}:{port}/{name}/", files, folder
 
 
 def version(name: str, source: dict[str, Any]) -> str:
@@ -70,33 +68,23 @@ def test_an_archive_is_verified_and_a_wrong_file_list_fails_closed(
     assert condition(failed, "Verified")["reason"] == "ChecksumMismatch"
 
 
-def test_the_serving_pod_commands_fetch_and_serve_the_folder(
-        cluster: ClusterHandle, namespace: str, models: ModelStore, tmp_path: Path) -> None:
+def test_a_model_with_external_data_serves_end_to_end_on_the_real_node(
+        cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
     uri, files, folder = publish_folder(models, "folder-serve")
     cluster.apply(version("served", {"uri": uri, "files": files}), namespace)
     wait_mv_phase(cluster, namespace, "served", "Ready")
 
-    cluster.apply(model_deployment("big", "served", replicas=1), namespace)
-    wait_until(cluster, "md", namespace, "big", "a serving Deployment",
-               lambda _: serving_deployments(cluster, namespace, "big"))
+    cluster.apply(model_deployment("big", "served", replicas=1, kwok=False), namespace)
+    wait_ready(cluster, namespace, "big", timeout=240)
+    ip = cluster.kubectl("get", "service", "big", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
+    x = np.linspace(-1, 1, FEATURES, dtype=np.float32).reshape(1, FEATURES)
+    resp = httpx.post(f"http://{ip}/v2/models/ext/infer", timeout=10, json={"inputs": [{
+        "name": "x", "datatype": "FP32", "shape": [1, FEATURES], "data": x.ravel().tolist()}]})
 
-    pod = serving_deployments(cluster, namespace, "big")[0]["spec"]["template"]["spec"]
-    init, server = pod["initContainers"][0], pod["containers"][0]
-    local = [a.replace("/models", str(tmp_path)) for a in init["args"]]
-    fetched = subprocess.run([sys.executable, "-m", "onnx_server.cli", *local], capture_output=True, text=True,
-                             timeout=120, check=False)
-    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
-    args = server["args"]
-    extra = args[args.index("--port") + 2:]
-    srv = ServerProcess(tmp_path, *extra, name=args[args.index("--name") + 1])
-    try:
-        x = np.ones((1, FEATURES), dtype=np.float32)
-        out = httpx.post(srv.infer_url, json={"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, FEATURES],
-                                                          "data": x.ravel().tolist()}]}, timeout=10).json()
-        expected = x @ external_weights(folder, FEATURES, OUTPUTS) + np.arange(OUTPUTS, dtype=np.float32)
-        np.testing.assert_allclose(np.array(out["outputs"][0]["data"]).reshape(1, OUTPUTS), expected, rtol=1e-4)
-    finally:
-        srv.stop()
+    assert resp.status_code == 200, resp.text
+    expected = x @ external_weights(folder, FEATURES, OUTPUTS) + np.arange(OUTPUTS, dtype=np.float32)
+    got = np.array(resp.json()["outputs"][0]["data"], dtype=np.float32).reshape(1, OUTPUTS)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize(("source", "message"), [

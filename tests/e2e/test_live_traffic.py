@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import random
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -51,10 +50,36 @@ def serving_v1(cluster: ClusterHandle, namespace: str, models: ModelStore) -> It
     yield
 
 
+@pytest.fixture(autouse=True)
+def probers(pytestconfig: pytest.Config) -> Iterator[list[Prober]]:
+    """Every prober a test starts is stopped when it ends, passed or failed."""
+    global REPORTER
+    REPORTER = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    started: list[Prober] = []
+    STARTED.append(started)
+    yield started
+    STARTED.remove(started)
+    for prober in started:
+        prober.stop()
+
+
+STARTED: list[list[Prober]] = []
+REPORTER: Any = None
+
+
+def say(line: str) -> None:
+    """Past pytest's capture: the prober counts belong in every run's log, passing or not."""
+    if REPORTER is not None:
+        REPORTER.write_line(line)
+    else:
+        print(line)
+
+
 def start_web(cluster: ClusterHandle, ns: str, replicas: int, **spec: Any) -> Prober:
     cluster.apply(model_deployment("web", "v1", replicas=replicas, kwok=False, **spec), ns)
     wait_ready(cluster, ns, "web", timeout=240)
     prober = Prober(cluster_ip(cluster, ns, "web"), "linear", rate=RATE, max_seconds=600, timeout=5.0)
+    STARTED[-1].append(prober)
     prober.start()
     wait_for("the prober's first answers", lambda: prober.report().total >= 10, timeout=30)
     return prober
@@ -63,9 +88,7 @@ def start_web(cluster: ClusterHandle, ns: str, replicas: int, **spec: Any) -> Pr
 def finish(prober: Prober, name: str) -> Report:
     time.sleep(2)  # a little traffic after the result too
     report = prober.stop()
-    # past pytest's capture: the counts belong in every run's log, passing or not
-    print(f"\n[prober: {name}] {report.summary()}; answered by {dict(report.versions)}", file=sys.__stdout__,
-          flush=True)
+    say(f"\n[prober: {name}] {report.summary()}; answered by {dict(report.versions)}")
     return report
 
 
@@ -98,9 +121,9 @@ def test_canary_split_follows_the_replicas_and_drops_no_request(
     wait_for("both versions' pods Ready", lambda: get(cluster, "md", namespace, "web")["status"].get(
         "readyReplicas") == 4, timeout=60)
     time.sleep(1.5)  # endpoints settle
-    since = prober.elapsed
+    since = prober.elapsed()
     time.sleep(12)
-    share = prober.report().share("2.0.0", since=since, until=prober.elapsed - 1)
+    share = prober.report().share("2.0.0", since=since, until=prober.elapsed() - 1)
     held = prober.report().total
 
     out = kubectl_model(cluster, "promote", "web", "-n", namespace)
@@ -109,8 +132,7 @@ def test_canary_split_follows_the_replicas_and_drops_no_request(
         "servingVersion") == "v2" and condition(o, "Ready").get("status") == "True", timeout=300)
 
     report = finish(prober, "canary 25 -> 50 -> 100")
-    print(f"[prober: canary] share of 2.0.0 while holding 25%: {share:.2f} ({held} requests sent by then)",
-          file=sys.__stdout__, flush=True)
+    say(f"[prober: canary] share of 2.0.0 while holding 25%: {share:.2f} ({held} requests sent by then)")
     assert report.failed == 0, report.describe_failures()
     assert abs(share - 0.25) <= SHARE_TOLERANCE, f"share {share:.2f} outside 0.25 +- {SHARE_TOLERANCE}"
     assert md["status"]["history"][-1]["result"] == "Succeeded"
@@ -133,7 +155,7 @@ def test_blue_green_preview_switch_and_rollback_drop_no_request(
     assert out.returncode == 0, out.stderr
     wait_for("the switch", lambda: get(cluster, "service", namespace, "web")["spec"]["selector"].get(
         "serving.onnx-operator.io/version") == "v2")
-    switched = prober.elapsed
+    switched = prober.elapsed()
     time.sleep(4)
     assert replicas_by_version(cluster, namespace, "web") == {"v1": 2, "v2": 2}, "v1 stays warm"
 
@@ -143,11 +165,10 @@ def test_blue_green_preview_switch_and_rollback_drop_no_request(
     wait_for("traffic back on v1", lambda: get(cluster, "service", namespace, "web")["spec"]["selector"].get(
         "serving.onnx-operator.io/version") == "v1", timeout=30)
     back_in = time.monotonic() - t0
-    back = prober.elapsed + 1.5
+    back = prober.elapsed() + 1.5
 
     report = finish(prober, "blue/green")
-    print(f"[prober: blue/green] selector back on v1 {back_in:.1f}s after the rollback", file=sys.__stdout__,
-          flush=True)
+    say(f"[prober: blue/green] selector back on v1 {back_in:.1f}s after the rollback")
     assert report.failed == 0, report.describe_failures()
     assert report.share("2.0.0", since=switched + 1.5, until=switched + 4) == 1.0
     assert report.share("1.0.0", since=back) == 1.0
