@@ -51,10 +51,10 @@ def serving_v1(cluster: ClusterHandle, namespace: str, models: ModelStore) -> It
 
 
 @pytest.fixture(autouse=True)
-def probers(pytestconfig: pytest.Config) -> Iterator[list[Prober]]:
+def probers(capsys: pytest.CaptureFixture[str]) -> Iterator[list[Prober]]:
     """Every prober a test starts is stopped when it ends, passed or failed."""
-    global REPORTER
-    REPORTER = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    global CAPTURE
+    CAPTURE = capsys
     started: list[Prober] = []
     STARTED.append(started)
     yield started
@@ -64,15 +64,16 @@ def probers(pytestconfig: pytest.Config) -> Iterator[list[Prober]]:
 
 
 STARTED: list[list[Prober]] = []
-REPORTER: Any = None
+CAPTURE: pytest.CaptureFixture[str] | None = None
 
 
 def say(line: str) -> None:
     """Past pytest's capture: the prober counts belong in every run's log, passing or not."""
-    if REPORTER is not None:
-        REPORTER.write_line(line)
-    else:
+    if CAPTURE is None:
         print(line)
+        return
+    with CAPTURE.disabled():
+        print(line, flush=True)
 
 
 def start_web(cluster: ClusterHandle, ns: str, replicas: int, **spec: Any) -> Prober:
