@@ -91,6 +91,7 @@ def main() -> None:
     cluster, h = started_local_cluster()
     ns = f"node-bench-{uuid.uuid4().hex[:5]}"
     h.create_namespace(ns)
+    (REPO / "bench" / "results" / "models").mkdir(parents=True, exist_ok=True)
     store = ModelStore(REPO / "bench" / "results" / "models")
     log = (cluster.paths.logs / "bench-node-operator.log").open("ab")
     op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", h.runtime_image,

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -135,7 +136,7 @@ def delete_chains() -> None:
             rules = _run(tool, "-w", "-t", table, "-S").stdout.splitlines()
             ours = [r.split()[1] for r in rules if r.startswith("-N ") and r.split()[1].startswith(CHAIN_PREFIXES)]
             for rule in rules:
-                parts = rule.split()
+                parts = shlex.split(rule)  # comments are quoted: "kubernetes service portals"
                 if rule.startswith("-A ") and not parts[1].startswith(CHAIN_PREFIXES) and any(
                         f"-j {c}" in rule or f"-g {c}" in rule for c in ours):
                     _run(tool, "-w", "-t", table, "-D", *parts[1:])
