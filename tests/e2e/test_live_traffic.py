@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
@@ -28,7 +29,7 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.test_kubectl_model import kubectl_model
 from tests.models import make_failing_model
-from tests.prober import Prober, Report
+from tests.prober import DEFAULT_BODY, Prober, Report
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator")]
 RATE = 25.0
@@ -79,7 +80,13 @@ def say(line: str) -> None:
 def start_web(cluster: ClusterHandle, ns: str, replicas: int, **spec: Any) -> Prober:
     cluster.apply(model_deployment("web", "v1", replicas=replicas, kwok=False, **spec), ns)
     wait_ready(cluster, ns, "web", timeout=240)
-    prober = Prober(cluster_ip(cluster, ns, "web"), "linear", rate=RATE, max_seconds=600, timeout=5.0)
+    url = cluster_ip(cluster, ns, "web")
+    # the zero-failure window opens once the new Service has answered 20 requests in a row: a request
+    # in the first second of a brand-new Service's life was once seen to time out (see the README)
+    wait_for("the Service answering 20 in a row", lambda: all(
+        httpx.post(f"{url}/v2/models/linear/infer", json=DEFAULT_BODY, timeout=2).status_code == 200
+        for _ in range(20)), timeout=60, interval=0.5)
+    prober = Prober(url, "linear", rate=RATE, max_seconds=600, timeout=5.0)
     STARTED[-1].append(prober)
     prober.start()
     wait_for("the prober's first answers", lambda: prober.report().total >= 10, timeout=30)
