@@ -39,6 +39,7 @@ sys.path.insert(0, str(REPO))
 from onnx_server.model import load_session, signature  # noqa: E402
 from onnx_server.proto import inference_pb2 as pb  # noqa: E402
 
+from bench.loadgen import cached_venv  # noqa: E402
 from tests.cluster.harness import terminate, wait_for  # noqa: E402
 from tests.models import make_model  # noqa: E402
 from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
@@ -52,18 +53,6 @@ SERVER_CPU, LOAD_CPU = "0", "1"
 CNNS = {"cnn": {}, "cnn-dense": {"dense_head": 512}}  # the REST table's CNNs: pooling head, VGG-style head
 TARGETS = {"grpc_vs_kserve_grpc": 2.0, "grpc_vs_mlserver_grpc": 2.0, "grpc_batching_vs_kserve_grpc": 2.0,
            "grpc_vs_rest_binary": 1.0}
-
-
-def cached_venv(name: str, *requirements: str) -> Path:
-    """A venv under the cache with `requirements` installed, made once per machine; returns its python."""
-    venv = CACHE / f"{name}-venv"
-    if not (venv / ".complete").exists():
-        print(f"installing {' '.join(requirements)} into {venv} (once per machine)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements], check=True,
-                       timeout=1800)
-        (venv / ".complete").touch()
-    return venv / "bin" / "python"
 
 
 def ghz_binary() -> Path:
