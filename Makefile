@@ -23,7 +23,7 @@ $(BIN)/.installed: pyproject.toml
 
 venv: $(BIN)/.installed ## create the virtualenv with every extra
 
-cluster-bin: ## build (or reuse the cached) control-plane binaries into .cluster/bin; the cold build takes 6-12 min
+cluster-bin: ## build (or reuse the cached) control-plane and node binaries into .cluster/bin; the cold build takes 8-15 min on 2 idle cores
 	./tests/cluster/build.sh $(CURDIR)/.cluster/bin
 
 argocd-bin: ## build (or reuse the cached) Argo CD binary (controller, repo server, API server, CLI) into .cluster/bin
@@ -38,7 +38,7 @@ cluster-down: ## stop every process `make cluster` started, restore the host, re
 node-images: venv cluster-bin ## build (or reuse) the images the real node runs: pause, runtime, operator (cached by source hash)
 	$(BIN)/python -m tests.cluster images
 
-test: deps venv lint tools cluster-bin argocd-bin node-images ## run the lint checks and the whole test suite (builds and starts the local control plane when needed)
+test: deps venv lint tools cluster-bin argocd-bin node-images ## run the lint checks and the whole test suite (builds and starts the local cluster with its real node when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv ## only the pure unit tests
@@ -66,7 +66,7 @@ run: venv ## run the operator in the foreground against .cluster/kubeconfig (or 
 demo: deps venv tools cluster ## the guided demo: the operator (Helm chart) serving real models on the real node
 	$(BIN)/python -m tests.demo
 
-demo-down: ## stop the demo and the local control plane
+demo-down: ## stop the demo and the local cluster
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.demo --stop || true; fi
 	@$(MAKE) --no-print-directory cluster-down
 
