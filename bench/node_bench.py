@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.cluster.harness import ClusterHandle, started_local_cluster, terminate, wait_for  # noqa: E402
 from tests.e2e.conftest import ModelStore  # noqa: E402
-from tests.e2e.helpers import model_deployment, model_version  # noqa: E402
+from tests.e2e.helpers import model_deployment, model_version, service_url  # noqa: E402
 
 PROBE_POD = {
     "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "ready"},
@@ -74,12 +74,11 @@ def first_inference_seconds(h: ClusterHandle, ns: str, store: ModelStore, i: int
     t0 = time.monotonic()
     h.apply(model_version(f"v{i}", art), ns)
     h.apply(model_deployment(f"m{i}", f"v{i}", replicas=1, kwok=False), ns)
-    ip = wait_for("the Service", lambda: h.kubectl("get", "service", f"m{i}", "-n", ns, "-o",
-                                                   "jsonpath={.spec.clusterIP}", check=False), 120, 0.1)
+    url = service_url(h, ns, f"m{i}", timeout=120, interval=0.1)
     body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
 
     def answered() -> bool:
-        return httpx.post(f"http://{ip}/v2/models/linear/infer", json=body, timeout=2).status_code == 200
+        return httpx.post(f"{url}/v2/models/linear/infer", json=body, timeout=2).status_code == 200
     wait_for("the first inference", answered, 300, 0.1)
     return time.monotonic() - t0
 

@@ -12,6 +12,14 @@ from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_va
 ENV_PREFIX = "ONNX_OPERATOR_"
 
 
+def _below(value: float, info: ValidationInfo, other: str, why: str) -> float:
+    """`value` must be below the already-validated setting `other` (a flag name in the message)."""
+    limit = info.data.get(other)
+    if limit is not None and value >= limit:
+        raise ValueError(f"must be below --{other.replace('_', '-')} ({limit:g}s), {why}")
+    return value
+
+
 class OperatorConfig(BaseModel):
     runtime_image: str = Field("onnx-operator/runtime:0.1.0", min_length=1,
                                description="Image of the ONNX runtime server for serving and verify pods.")
@@ -49,20 +57,13 @@ class OperatorConfig(BaseModel):
     @field_validator("leader_elect_renew_deadline")
     @classmethod
     def _below_lease_duration(cls, value: float, info: ValidationInfo) -> float:
-        lease = info.data.get("leader_elect_lease_duration")
-        if lease is not None and value >= lease:
-            raise ValueError(f"must be below --leader-elect-lease-duration ({lease:g}s), "
-                             "so the leader stops acting before its Lease can expire")
-        return value
+        return _below(value, info, "leader_elect_lease_duration", "so the leader stops acting before its Lease "
+                      "can expire")
 
     @field_validator("leader_elect_retry_period")
     @classmethod
     def _below_renew_deadline(cls, value: float, info: ValidationInfo) -> float:
-        deadline = info.data.get("leader_elect_renew_deadline")
-        if deadline is not None and value >= deadline:
-            raise ValueError(f"must be below --leader-elect-renew-deadline ({deadline:g}s), "
-                             "so the leader gets several renewal attempts")
-        return value
+        return _below(value, info, "leader_elect_renew_deadline", "so the leader gets several renewal attempts")
 
     @field_validator("namespaces", mode="before")
     @classmethod

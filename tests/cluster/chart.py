@@ -9,12 +9,17 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "onnx-operator"
 
 
+def image_values(images: dict[str, str]) -> dict[str, str]:
+    """The chart values that point it at the images the real node has."""
+    repository, _, tag = images["operator"].rpartition(":")
+    return {"image.repository": repository, "image.tag": tag, "runtimeImage": images["runtime"]}
+
+
 def helm_install_operator(helm: Path, kubeconfig: Path, images: dict[str, str], namespace: str = "onnx-operator",
                           release: str = "onnx-operator", values: dict[str, str] | None = None,
                           timeout: str = "180s") -> str:
     """`helm upgrade --install` of the chart, waiting until the operator pod is Ready; returns helm's output."""
-    repository, _, tag = images["operator"].rpartition(":")
-    sets = {"image.repository": repository, "image.tag": tag, "runtimeImage": images["runtime"], **(values or {})}
+    sets = {**image_values(images), **(values or {})}
     args = [str(helm), "upgrade", "--install", release, str(CHART), "-n", namespace, "--create-namespace",
             f"--kubeconfig={kubeconfig}", "--wait", f"--timeout={timeout}"]
     for key, value in sets.items():

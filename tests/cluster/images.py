@@ -68,6 +68,12 @@ def pause_image(pause_bin: Path) -> str:
     return name
 
 
+def node_images(pause_bin: Path) -> dict[str, str]:
+    """Every image the real node runs, built unless buildah has it: {"pause", "runtime", "operator"}."""
+    return {"pause": pause_image(pause_bin), "runtime": project_image("runtime"),
+            "operator": project_image("operator")}
+
+
 class ContainerdImages:
     """Imports buildah images into containerd's `k8s.io` namespace, skipping ones already there."""
 

@@ -128,10 +128,8 @@ class Cluster:
         state = self.read_state()
         if not state:
             return False
-        pids = state.get("pids", {})
-        assert isinstance(pids, dict)
-        core = {k: v for k, v in pids.items() if not str(k).startswith("demo-")}
-        if set(core) < COMPONENTS or not all(pid_alive(int(p)) for p in core.values()):
+        core = {k: v for k, v in self._pids().items() if not k.startswith("demo-")}
+        if set(core) < COMPONENTS or not all(pid_alive(p) for p in core.values()):
             return False
         try:
             return https_ok(f"{state['server']}/readyz", self.paths)
@@ -142,7 +140,7 @@ class Cluster:
     def up(self) -> None:
         if self.running():
             built, imported = self._node().refresh_images()
-            self._save(dict((self.read_state() or {}).get("pids", {})), images=built)  # type: ignore[call-overload]
+            self._save(images=built)
             log(f"reusing the running cluster ({self.paths.kubeconfig})"
                 + (f"; imported this checkout's {', '.join(imported)}" if imported else ""))
             return
@@ -172,10 +170,16 @@ class Cluster:
         self._save(pids)
         return proc.pid
 
-    def _save(self, pids: dict[str, int], **extra: object) -> None:
+    def _pids(self) -> dict[str, int]:
+        """The processes recorded so far, by name, in start order."""
+        return {str(k): int(v) for k, v in dict((self.read_state() or {}).get("pids", {})).items()}  # type: ignore[call-overload]
+
+    def _save(self, pids: dict[str, int] | None = None, **extra: object) -> None:
+        """Writes `extra` (and `pids`, when given) into the state file, keeping the rest."""
         state = self.read_state() or {}
         state.update(extra)
-        state["pids"] = pids
+        if pids is not None:
+            state["pids"] = pids
         self.paths.state.write_text(json.dumps(state, indent=2))
 
     def _start(self) -> None:
@@ -268,15 +272,13 @@ class Cluster:
         self._create_nodes()
         t_node = time.monotonic()
         built = node.start(ca, server)
-        self._save(dict((self.read_state() or {}).get("pids", {})), images=built)  # type: ignore[call-overload]
+        self._save(images=built)
         self._wait_usable()
         log(f"real node {NODE_NAME} Ready {time.monotonic() - t_node:.1f}s after its start began")
 
     def _node(self) -> RealNode:
         def spawn(name: str, args: list[str]) -> int:
-            state = self.read_state() or {}
-            pids = {k: int(v) for k, v in dict(state.get("pids", {})).items()}  # type: ignore[call-overload]
-            return self._spawn(name, args, pids)
+            return self._spawn(name, args, self._pids())
 
         return RealNode(self.paths.root, self.paths.bin, spawn, wait_until)
 
@@ -286,18 +288,14 @@ class Cluster:
 
     def adopt(self, name: str, pid: int) -> None:
         """Records a process started beside the cluster (the demo's operator) so `down` stops it."""
-        state = self.read_state() or {}
-        pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
-        pids[name] = pid
-        self._save(pids)
+        self._save({**self._pids(), name: pid})
 
     def release(self, name: str) -> int | None:
         """Stops an adopted process and forgets it."""
-        state = self.read_state() or {}
-        pids = dict(state.get("pids", {}))  # type: ignore[call-overload]
+        pids = self._pids()
         pid = pids.pop(name, None)
         if pid is not None:
-            stop_pid(int(pid), name)
+            stop_pid(pid, name)
             self._save(pids)
         return pid
 
@@ -332,15 +330,12 @@ class Cluster:
                    lambda: bool(self.kubectl("get", "serviceaccount", "default", "-n", "default", "-o", "name")), 120)
 
     def down(self, keep_bin: bool = True) -> None:
-        state = self.read_state() or {}
-        pids = state.get("pids", {})
-        assert isinstance(pids, dict)
         node = self._node()
         # stop in reverse start order: clients first, etcd last; containers go before containerd
-        for name, pid in reversed(list(pids.items())):
+        for name, pid in reversed(list(self._pids().items())):
             if name == "containerd":
                 node.remove_workloads()
-            stop_pid(int(pid), name)
+            stop_pid(pid, name)
         node.clean()
         for child in ("etcd", "logs", "pki", "jobs"):
             shutil.rmtree(self.paths.root / child, ignore_errors=True)
@@ -393,9 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         cluster.up()
     elif args.command == "images":
-        images.pause_image(cluster.paths.bin / "pause")
-        for kind in ("runtime", "operator"):
-            print(images.project_image(kind))
+        print("\n".join(images.node_images(cluster.paths.bin / "pause").values()))
     elif args.command == "down":
         cluster.down(keep_bin=not args.purge)
     else:

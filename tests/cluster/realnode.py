@@ -67,10 +67,10 @@ class RealNode:
         t0 = time.monotonic()
         self.root.mkdir(parents=True, exist_ok=True)
         hoststate.make_cgroups()
-        pause = images.pause_image(self.bin / "pause")
+        built = images.node_images(self.bin / "pause")
         t_images = time.monotonic()
-        self._start_containerd(pause)
-        built, imported = self.refresh_images()
+        self._start_containerd(built["pause"])
+        imported = self._import(built)
         t_import = time.monotonic()
         self._write_cni()
         kubelet_cfg = self._kubelet_config(ca)
@@ -89,19 +89,23 @@ class RealNode:
         self.spawn("kube-proxy", [str(self.bin / "kube-proxy"),
                                   f"--config={self._proxy_config(proxy_kubeconfig)}", "--v=1"])
         self._route_services()
-        log(f"node processes started in {time.monotonic() - t0:.1f}s (pause image {t_images - t0:.1f}s, "
+        log(f"node processes started in {time.monotonic() - t0:.1f}s (images built or found {t_images - t0:.1f}s, "
             f"containerd + images {t_import - t_images:.1f}s{', imported ' + ', '.join(imported) if imported else ''})")
         return built
 
     def refresh_images(self) -> tuple[dict[str, str], list[str]]:
         """Builds the images of this checkout (cached by source hash) and imports the ones containerd
         lacks; returns their names and which were imported. Cheap when nothing changed."""
-        built = {"pause": images.pause_image(self.bin / "pause"), "runtime": images.project_image("runtime"),
-                 "operator": images.project_image("operator")}
+        built = images.node_images(self.bin / "pause")
+        return built, self._import(built)
+
+    @staticmethod
+    def _import(built: dict[str, str]) -> list[str]:
+        """Imports the images containerd lacks (and drops older `src-` ones); returns those imported."""
         store = images.ContainerdImages(ctr_command(), CACHE / "containerd" / "imported.json")
         imported = [name for name in built.values() if store.ensure(name)]
         store.prune(set(built.values()))
-        return built, imported
+        return imported
 
     def _start_containerd(self, pause: str) -> None:
         state = RUN / "containerd"

@@ -95,3 +95,12 @@ def two_versions(cluster: ClusterHandle, ns: str, models: Any, prefix: str) -> N
     cluster.apply(model_version("v2", models.model(f"{prefix}-2.onnx", scale=2.0), version="2.0.0"), ns)
     wait_mv_phase(cluster, ns, "v1", "Ready")
     wait_mv_phase(cluster, ns, "v2", "Ready")
+
+
+def service_url(cluster: ClusterHandle, ns: str, service: str, timeout: float = 60,
+                interval: float = 0.25) -> str:
+    """`http://<ClusterIP>` of a Service (reached through kube-proxy), once it has an IP in the Service range."""
+    ip = wait_for(f"Service {service}'s ClusterIP", lambda: cluster.kubectl(
+        "get", "service", service, "-n", ns, "-o", "jsonpath={.spec.clusterIP}", check=False), timeout, interval)
+    assert str(ip).startswith("198.19."), f"Service IP {ip} outside the Service range 198.19.0.0/16"
+    return f"http://{ip}"

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.argocd.stack import CM_PATCH, NAMESPACE, ArgoCD, GitRemote
+from tests.cluster.chart import image_values
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import Artifact, ModelStore
 from tests.e2e.helpers import condition, get, model_deployment, model_version, wait_until
@@ -236,11 +237,9 @@ def test_chart_application_installs_the_operator_and_becomes_healthy(argocd: Arg
     app = application(f"{namespace}-chart", remote.url, "charts/onnx-operator", namespace)
     # the images the real node has, and a namespace of its own to watch: real operator pods, touching
     # nothing of the other tests
-    repository, _, tag = argocd.cluster.extra["images"]["operator"].rpartition(":")
+    values = {**image_values(argocd.cluster.extra["images"]), "watchNamespaces[0]": namespace}
     app["spec"]["source"]["helm"] = {"releaseName": f"gitops-{namespace}", "parameters": [
-        {"name": "image.repository", "value": repository}, {"name": "image.tag", "value": tag},
-        {"name": "runtimeImage", "value": argocd.cluster.runtime_image},
-        {"name": "watchNamespaces[0]", "value": namespace}]}
+        {"name": name, "value": value} for name, value in values.items()]}
     argocd.cluster.apply(json.dumps(app), NAMESPACE)
     try:
         wait_synced(argocd, app["metadata"]["name"], sha)

@@ -17,10 +17,11 @@ import httpx
 import pytest
 import yaml
 
+from tests.cluster.chart import image_values as chart_image_values
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.cluster.realnode import NAME as REAL_NODE
 from tests.cluster.realnode import NODE_IP
-from tests.e2e.helpers import wait_ready
+from tests.e2e.helpers import service_url, wait_ready
 from tests.models import iris_model
 from tests.tools.kube_schemas import SCHEMA_LOCATION, write_schemas
 
@@ -46,10 +47,9 @@ def helm(tools: Path, cluster: ClusterHandle, *args: str, check: bool = True) ->
 
 
 def image_values(cluster: ClusterHandle) -> list[str]:
-    """The images the real node has (built from this checkout by `make cluster`)."""
-    repository, _, tag = cluster.extra["images"]["operator"].rpartition(":")
-    return ["--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
-            "--set", f"runtimeImage={cluster.runtime_image}"]
+    """`--set` flags for the images the real node has (built from this checkout by `make cluster`)."""
+    return [arg for key, value in chart_image_values(cluster.extra["images"]).items()
+            for arg in ("--set", f"{key}={value}")]
 
 
 def test_chart_crds_are_the_generated_ones() -> None:
@@ -240,8 +240,8 @@ def test_chart_operator_pod_serves_the_basic_example_on_the_real_node(
 
         cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", str(REPO / "examples/basic"))
         md = wait_ready(cluster, namespace, "iris", timeout=300)
-        ip = cluster.kubectl("get", "service", "iris", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
-        resp = httpx.post(f"http://{ip}/v2/models/iris/infer", timeout=10, json={"inputs": [{
+        url = service_url(cluster, namespace, "iris")
+        resp = httpx.post(f"{url}/v2/models/iris/infer", timeout=10, json={"inputs": [{
             "name": "float_input", "shape": [3, 2], "datatype": "FP32", "data": [5.1, 3.5, 6.7, 3.0, 4.9, 1.0]}]})
 
         assert md["status"]["servingVersion"] == "iris-1-0-0"

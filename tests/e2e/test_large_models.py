@@ -16,7 +16,7 @@ import pytest
 
 from tests.cluster.harness import ClusterHandle
 from tests.e2e.conftest import ModelStore
-from tests.e2e.helpers import GROUP, condition, model_deployment, wait_mv_phase, wait_ready
+from tests.e2e.helpers import GROUP, condition, model_deployment, service_url, wait_mv_phase, wait_ready
 from tests.models import external_weights, make_external_data_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
@@ -76,9 +76,9 @@ def test_a_model_with_external_data_serves_end_to_end_on_the_real_node(
 
     cluster.apply(model_deployment("big", "served", replicas=1, kwok=False), namespace)
     wait_ready(cluster, namespace, "big", timeout=240)
-    ip = cluster.kubectl("get", "service", "big", "-n", namespace, "-o", "jsonpath={.spec.clusterIP}")
     x = np.linspace(-1, 1, FEATURES, dtype=np.float32).reshape(1, FEATURES)
-    resp = httpx.post(f"http://{ip}/v2/models/ext/infer", timeout=10, json={"inputs": [{
+    url = service_url(cluster, namespace, "big")
+    resp = httpx.post(f"{url}/v2/models/ext/infer", timeout=10, json={"inputs": [{
         "name": "x", "datatype": "FP32", "shape": [1, FEATURES], "data": x.ravel().tolist()}]})
 
     assert resp.status_code == 200, resp.text

@@ -19,6 +19,7 @@ from tests.e2e.helpers import (
     get,
     model_deployment,
     model_version,
+    service_url,
     wait_mv_phase,
     wait_ready,
 )
@@ -48,12 +49,6 @@ def infer(url: str, rows: list[list[float]]) -> httpx.Response:
     body = {"inputs": [{"name": "x", "shape": [len(rows), 4], "datatype": "FP32",
                         "data": [v for row in rows for v in row]}]}
     return httpx.post(f"{url}/v2/models/linear/infer", json=body, timeout=10)
-
-
-def service_url(cluster: ClusterHandle, ns: str, name: str) -> str:
-    ip = cluster.kubectl("get", "service", name, "-n", ns, "-o", "jsonpath={.spec.clusterIP}")
-    assert ip.startswith("198.19."), f"Service IP {ip} outside the Service range"
-    return f"http://{ip}:80"
 
 
 def test_model_version_is_verified_by_a_real_job_pod(

@@ -7,7 +7,7 @@ def test_live_object_with_server_defaults_satisfies_the_desired_one() -> None:
                "spec": {"ports": [{"port": 80}]}}
     live = {"apiVersion": "v1", "kind": "Service",
             "metadata": {"name": "a", "labels": {"x": "1"}, "uid": "u", "resourceVersion": "9"},
-            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "10.96.0.9"},
+            "spec": {"ports": [{"port": 80, "protocol": "TCP"}], "clusterIP": "198.19.0.9"},
             "status": {"loadBalancer": {}}}
     assert is_satisfied(desired, live)
 
