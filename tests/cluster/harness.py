@@ -71,6 +71,17 @@ class ClusterHandle:
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json"))
 
+    def wait_crds_established(self, *names: str, timeout: float = 60) -> None:
+        """Waits until each CRD is Established and its resource is served. Polls the conditions instead
+        of `kubectl wait`, which fails outright on a CRD whose status has no conditions yet."""
+        for name in names:
+            wait_for(f"CRD {name} established", lambda name=name: self.kubectl(
+                "get", f"crd/{name}", "-o", "jsonpath={.status.conditions[?(@.type=='Established')].status}",
+                check=False).strip() == "True", timeout=timeout)
+            group = name.split(".", 1)[1]
+            wait_for(f"{name} served", lambda name=name, group=group: name in self.kubectl(
+                "api-resources", f"--api-group={group}", "-o", "name", check=False).split(), timeout=timeout)
+
     def apply(self, manifest: str, namespace: str | None = None, server_side: bool = True) -> str:
         args = ["apply", "-f", "-"]
         if server_side:

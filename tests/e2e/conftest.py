@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.harness import ClusterHandle, terminate, wait_for
+from tests.cluster.harness import ClusterHandle, terminate
 from tests.cluster.realnode import NODE_IP
 from tests.models import make_model
 
@@ -30,11 +30,8 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 @pytest.fixture(scope="session")
 def crds(cluster: ClusterHandle) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
-    for name in ("modelversions", "modeldeployments"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{name}.serving.onnx-operator.io",
-                        "--timeout=60s")
-    wait_for("CRDs served", lambda: "modeldeployments" in cluster.kubectl(
-        "api-resources", "--api-group=serving.onnx-operator.io"))
+    cluster.wait_crds_established("modelversions.serving.onnx-operator.io",
+                                  "modeldeployments.serving.onnx-operator.io")
 
 
 class OperatorProcess:

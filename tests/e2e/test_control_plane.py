@@ -122,9 +122,7 @@ spec:
 @pytest.fixture(scope="module")
 def widget_crd(cluster: ClusterHandle) -> str:
     cluster.apply(CRD)
-    cluster.kubectl("wait", "--for=condition=Established", "crd/widgets.test.onnx-operator.io", "--timeout=60s")
-    wait_for("widgets served",
-             lambda: "widgets" in cluster.kubectl("api-resources", "--api-group=test.onnx-operator.io"))
+    cluster.wait_crds_established("widgets.test.onnx-operator.io")
     return "widgets.test.onnx-operator.io"
 
 

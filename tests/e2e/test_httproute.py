@@ -28,8 +28,7 @@ def gateway_api(cluster: ClusterHandle) -> None:
                          cwd=tempfile.mkdtemp(), env=env, capture_output=True, text=True, check=True, timeout=600)
     crds = Path(json.loads(out.stdout)["Dir"]) / "config" / "crd" / "standard"
     cluster.kubectl("apply", "--server-side", "-f", str(crds))
-    cluster.kubectl("wait", "--for=condition=Established", "crd/httproutes.gateway.networking.k8s.io",
-                    "--timeout=60s")
+    cluster.wait_crds_established("httproutes.gateway.networking.k8s.io")
 
 
 def route(cluster: ClusterHandle, ns: str) -> list[tuple[str, int]]:
