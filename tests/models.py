@@ -84,3 +84,22 @@ def make_external_data_model(folder: Path, features: int = 64, outputs: int = 8,
 
 def external_weights(folder: Path, features: int, outputs: int, location: str = "weights.bin") -> np.ndarray:
     return np.fromfile(folder / location, dtype=np.float32).reshape(features, outputs)
+
+
+def make_model_rejecting_real_input(scale: float = 1.0, features: int = 4, outputs: int = 2) -> bytes:
+    """make_model()'s y = x @ W * scale + b, plus a Gather indexed by max|x| into a one-element table:
+    the all-zero warm-up input passes (pods become Ready), any input with a value of 1 or more fails
+    to run (a version that answers every real request with an error)."""
+    linear = onnx.load_from_string(make_model(scale, features, outputs))
+    graph = linear.graph
+    graph.node[-1].output[0] = "linear_y"
+    graph.node.extend([
+        helper.make_node("Abs", ["x"], ["abs_x"]),
+        helper.make_node("ReduceMax", ["abs_x"], ["max_x"], keepdims=0),
+        helper.make_node("Cast", ["max_x"], ["index"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "index"], ["picked"]),
+        helper.make_node("Add", ["linear_y", "picked"], ["y"]),
+    ])
+    graph.initializer.append(numpy_helper.from_array(np.zeros(1, dtype=np.float32), "table"))
+    onnx.checker.check_model(linear)
+    return bytes(linear.SerializeToString())

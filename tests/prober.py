@@ -45,6 +45,7 @@ class Sample:
     status: int | None  # HTTP status; None when no answer came (timeout, connection error)
     version: str | None  # `model_version` of a 200 answer
     error: str | None = None  # "timeout", "connect", "http 503", "bad body", ...
+    reason: str | None = None  # the `error` text of a non-200 answer's body (what the server said)
 
     @property
     def ok(self) -> bool:
@@ -237,11 +238,12 @@ class Prober:
         status: int | None = None
         version: str | None = None
         error: str | None = None
+        reason: str | None = None
         try:
             resp = self._client.post(self.url, json=self.body)
             status = resp.status_code
             if status != 200:
-                error = f"http {status}"
+                error, reason = f"http {status}", _error_text(resp)
             else:
                 version = str(resp.json()["model_version"])
         except httpx.TimeoutException:
@@ -252,9 +254,17 @@ class Prober:
             error = f"transport {type(exc).__name__}"
         except (ValueError, KeyError, TypeError):
             error = "bad body"
-        sample = Sample(sent - self._t0, time.monotonic() - sent, status, version, error)
+        sample = Sample(sent - self._t0, time.monotonic() - sent, status, version, error, reason)
         with self._lock:
             self._samples.append(sample)
+
+
+def _error_text(resp: httpx.Response) -> str:
+    """The Open Inference Protocol's `{"error": ...}` of a failed answer, else the start of its body."""
+    try:
+        return str(resp.json()["error"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200]
 
 
 def _check(name: str, value: object, ok: bool, expected: str) -> None:

@@ -71,9 +71,10 @@ class Prometheus:
     """A Prometheus process on 127.0.0.1 with its own TSDB under `root`; `binary` is Debian's by default
     (no Kubernetes discovery) or the one tests/tools/build-prometheus.sh builds."""
 
-    def __init__(self, root: Path, scrape_configs: list[dict[str, Any]], binary: str = "prometheus") -> None:
+    def __init__(self, root: Path, scrape_configs: list[dict[str, Any]], binary: str = "prometheus",
+                 port: int | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = write_prometheus_config(root / "prometheus.yml", scrape_configs)
         self.log = root / "prometheus.log"

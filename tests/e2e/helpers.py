@@ -16,10 +16,10 @@ MD_LABEL = "serving.onnx-operator.io/deployment"
 ACTION = "serving.onnx-operator.io/action"
 
 
-def model_version(name: str, art: Artifact, version: str = "1.0.0") -> str:
+def model_version(name: str, art: Artifact, version: str = "1.0.0", **spec: Any) -> str:
     return json.dumps({
         "apiVersion": GROUP, "kind": "ModelVersion", "metadata": {"name": name},
-        "spec": {"model": "linear", "version": version, "source": {"uri": art.uri, "sha256": art.sha256}},
+        "spec": {"model": "linear", "version": version, "source": {"uri": art.uri, "sha256": art.sha256}, **spec},
     })
 
 

@@ -1,0 +1,131 @@
+"""Metric gates on the real node under live traffic: a real Prometheus finds the serving pods through
+Kubernetes service discovery (the scrape config the README documents), the operator judges the canary
+from what it scraped, and a prober sends requests through the Service from before the change until
+after the rollback. The stable version never fails a request; the only failures allowed are answers
+of the failing version itself, and each test prints how many there were."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.harness import ClusterHandle, wait_for
+from tests.e2e.conftest import ModelStore, OperatorProcess
+from tests.e2e.helpers import (
+    condition,
+    model_deployment,
+    model_version,
+    replicas_by_version,
+    wait_condition,
+    wait_mv_phase,
+)
+from tests.e2e.test_live_traffic import Traffic
+from tests.e2e.test_live_traffic import traffic as live_traffic
+from tests.models import make_model_rejecting_real_input
+from tests.prometheus import Prometheus, build_prometheus_with_kubernetes_sd, kubernetes_sd_scrape_config
+from tests.runtime.conftest import free_port
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator")]
+traffic = live_traffic  # the fixture: `web` on v1 under a prober, as in the live-traffic tests
+
+
+def gated(**analysis: object) -> dict[str, object]:
+    """A canary holding 50% for 30 s, judged every 5 s."""
+    return {"type": "Canary", "canary": {"steps": [{"weight": 50, "pause": "30s"}, {"weight": 100}],
+                                         "analysis": {"intervalSeconds": 5, **analysis}}}
+
+
+@pytest.fixture(scope="module")
+def prometheus_port() -> int:
+    """The operator's --prometheus-url points here; each test starts its own Prometheus on it."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path, prometheus_port: int,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log", cluster.runtime_image,
+                         ("--prometheus-url", f"http://127.0.0.1:{prometheus_port}"))
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture
+def prometheus(cluster: ClusterHandle, namespace: str, prometheus_port: int,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
+    """Prometheus with Kubernetes discovery of this test's namespace, as a user's Prometheus would run."""
+    binary = build_prometheus_with_kubernetes_sd(tmp_path_factory.mktemp("prometheus-bin")) / "prometheus"
+    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), [kubernetes_sd_scrape_config(
+        Path(cluster.kubeconfig), [namespace])], binary=str(binary), port=prometheus_port)
+    yield prom
+    prom.stop()
+
+
+def scraped_pods(prom: Prometheus, namespace: str) -> set[str]:
+    return {t["metric"]["pod"] for t in prom.query(f'up{{job="onnx-serving",namespace="{namespace}"}} == 1')}
+
+
+def test_slow_canary_on_the_real_node_is_rolled_back_by_its_latency_gate(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, traffic: Traffic, prometheus: Prometheus) -> None:
+    # a request to 3.0.0 waits up to 400 ms for a batch of 8 that 12 requests a second never fill
+    cluster.apply(model_version("slow", models.model(f"live-slow-{namespace}.onnx", scale=3.0), version="3.0.0",
+                                runtime={"batching": {"maxBatchSize": 8, "maxDelayMs": 400}}), namespace)
+    wait_mv_phase(cluster, namespace, "slow", "Ready")
+    strategy = gated(latencyP99Ms=250, successRate=0.99)
+    prober = traffic.start_web(2, strategy=strategy)
+    wait_for("v1's two pods discovered and scraped", lambda: len(scraped_pods(prometheus, namespace)) == 2,
+             timeout=60)
+
+    cluster.apply(model_deployment("web", "slow", replicas=2, kwok=False, strategy=strategy), namespace)
+    md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=240)
+    wait_for("the slow pods gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2}, timeout=120)
+
+    report = traffic.finish(prober, "latency gate rollback")
+    slow = [s.latency for s in report.samples if s.version == "3.0.0"]
+    traffic.say(f"[prober: latency gate] {len(slow)} requests answered by the slow 3.0.0, none failed; "
+                f"their median latency {1000 * sorted(slow)[len(slow) // 2]:.0f} ms" if slow else
+                "[prober: latency gate] no request reached 3.0.0")
+    rolled = condition(md, "RolledBack")
+    assert rolled["reason"] == "LatencyP99Ms", rolled
+    assert "above the maximum 250" in rolled["message"]
+    assert md["status"]["servingVersion"] == "v1"
+    assert report.failed == 0, report.describe_failures()
+    assert slow, "the gate judged pods that no request of the prober reached"
+
+
+def test_canary_answering_with_errors_is_rolled_back_by_a_query_gate_and_only_its_answers_fail(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, traffic: Traffic, prometheus: Prometheus) -> None:
+    # 4.0.0 warms up and reports Ready, then rejects every real input: its pods take traffic and fail it
+    cluster.apply(model_version("erring", models.publish(f"live-erring-{namespace}.onnx",
+                                                         make_model_rejecting_real_input()), version="4.0.0"),
+                  namespace)
+    wait_mv_phase(cluster, namespace, "erring", "Ready")
+    errors = ('sum(rate(onnx_server_requests_total{model="{{model}}",version="{{version}}",code!="200"}[1m])) / '
+              'sum(rate(onnx_server_requests_total{model="{{model}}",version="{{version}}"}[1m]))')
+    strategy = gated(queries=[{"name": "error-ratio", "query": errors, "max": 0.05}])
+    prober = traffic.start_web(2, strategy=strategy)
+    wait_for("v1's two pods discovered and scraped", lambda: len(scraped_pods(prometheus, namespace)) == 2,
+             timeout=60)
+    before = prober.elapsed()
+
+    cluster.apply(model_deployment("web", "erring", replicas=2, kwok=False, strategy=strategy), namespace)
+    md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=240)
+    rolled_back_at = prober.elapsed()
+    wait_for("the erring pods gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2}, timeout=120)
+
+    report = traffic.finish(prober, "error gate rollback")
+    failed = report.failures
+    rejected = [s for s in failed if s.status == 400 and "rejected the input" in (s.reason or "")]
+    traffic.say(f"[prober: error gate] {len(failed)} failed requests, all answered by 4.0.0 (HTTP 400 "
+                f"'the model rejected the input'), of {report.total} sent")
+    rolled = condition(md, "RolledBack")
+    assert rolled["reason"] == "Query:error-ratio", rolled
+    assert md["status"]["servingVersion"] == "v1"
+    assert failed, "the erring version answered no request: the gate judged nothing the prober sent"
+    assert len(rejected) == len(failed), "a failure other than the erring version's answers: " + \
+        report.describe_failures()
+    assert all(before < s.sent < rolled_back_at + 15 for s in failed), "a failure outside the canary's life"
+    assert set(report.versions) == {"1.0.0"}, "only v1 answers successfully"
