@@ -1,0 +1,161 @@
+"""Rollout under load on the real node: for each strategy, a prober sends inference requests at a fixed
+rate through the ModelDeployment's Service (kube-proxy) for a quiet baseline period, then through the
+rollout v1 -> v2, then a little after. Reported per strategy: the rate, requests sent and failed, p99
+latency during the rollout against p99 before it (the baseline of the same run), and how long the
+rollout took from `kubectl apply` until only v2's pods are left.
+
+    python bench/rollout_bench.py [--rate 50] [--baseline-seconds 15]   # starts the local cluster unless it runs
+
+The serving pods are held to core 0 (the cpuset of the node's pod cgroups) and the prober to core 1,
+so the load generator does not take the server's core. The operator runs as a process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.loadgen import CLIENT_CORE, SERVER_CORE  # noqa: E402
+from tests.cluster.harness import ClusterHandle, started_local_cluster, terminate, wait_for  # noqa: E402
+from tests.cluster.hoststate import CGROUP_FS, CGROUP_ROOT  # noqa: E402
+from tests.e2e.conftest import ModelStore  # noqa: E402
+from tests.e2e.helpers import (  # noqa: E402
+    condition,
+    model_deployment,
+    model_version,
+    replicas_by_version,
+    service_url,
+    wait_mv_phase,
+    wait_until,
+)
+from tests.prober import Prober  # noqa: E402
+
+STRATEGIES: dict[str, tuple[int, dict[str, Any]]] = {
+    "RollingUpdate": (3, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),
+    "Canary": (4, {"type": "Canary", "canary": {"steps": [{"weight": 25, "pause": "5s"},
+                                                           {"weight": 50, "pause": "5s"}, {"weight": 100}]}}),
+    "BlueGreen": (3, {"type": "BlueGreen", "blueGreen": {"autoPromote": True, "scaleDownDelaySeconds": 5}}),
+}
+
+
+@contextmanager
+def pods_on_core(core: str) -> Iterator[bool]:
+    """Every pod cgroup of the real node (and the ones kubelet creates meanwhile, which inherit it) on
+    `core`; restored afterwards. cgroup v1 wants a parent's cpuset to cover its children's, so parents
+    narrow last and widen first. Yields False (nothing pinned) where the cpuset hierarchy is not there."""
+    top = CGROUP_FS / "cpuset" / CGROUP_ROOT / "kubepods"
+    if not (top / "cpuset.cpus").exists() or (os.cpu_count() or 1) < 2:
+        yield False
+        return
+    before = (top / "cpuset.cpus").read_text().strip()
+
+    def write_all(value: str, deepest_first: bool) -> None:
+        groups = sorted((p.parent for p in top.rglob("cpuset.cpus")), key=lambda p: len(p.parts),
+                        reverse=deepest_first)
+        for group in groups:
+            with suppress(OSError):  # a pod's cgroup removed meanwhile
+                (group / "cpuset.cpus").write_text(value)
+
+    write_all(core, deepest_first=True)
+    try:
+        yield True
+    finally:
+        write_all(before, deepest_first=False)
+
+
+def one_rollout(h: ClusterHandle, ns: str, strategy: str, rate: float, baseline: float) -> dict[str, Any]:
+    replicas, spec = STRATEGIES[strategy]
+    name = f"web-{strategy.lower()}"
+    h.apply(model_deployment(name, "v1", replicas=replicas, kwok=False, strategy=spec), ns)
+    wait_until(h, "md", ns, name, "v1 Ready", lambda o: condition(o, "Ready").get("status") == "True", 300)
+    url = service_url(h, ns, name)
+    prober = Prober(url, "linear", rate=rate, max_seconds=900, timeout=5.0).start()
+    try:
+        time.sleep(baseline)
+        changed = prober.elapsed()
+        h.apply(model_deployment(name, "v2", replicas=replicas, kwok=False, strategy=spec), ns)
+        wait_until(h, "md", ns, name, "v2 serving everything", lambda o: o["status"].get("servingVersion") == "v2"
+                   and condition(o, "Ready").get("status") == "True", 600)
+        wait_for("only v2's pods left", lambda: replicas_by_version(h, ns, name) == {"v2": replicas}, 300, 0.2)
+        done = prober.elapsed()
+        time.sleep(3)
+    finally:
+        report = prober.stop()
+        h.kubectl("delete", "md", name, "-n", ns, "--wait=false", check=False)
+    before, during = report.latency_ms(99, until=changed), report.latency_ms(99, since=changed, until=done)
+    return {"strategy": strategy, "replicas": replicas, "rate": rate, "sent": report.total,
+            "failed": report.failed, "failures": report.describe_failures() if report.failed else "",
+            "p99_before_ms": round(before, 1), "p99_during_ms": round(during, 1),
+            "p99_ratio": round(during / before, 2) if before else None,
+            "rollout_seconds": round(done - changed, 1), "versions": dict(report.versions)}
+
+
+def table(rows: list[dict[str, Any]], pinned: bool) -> str:
+    lines = ["| strategy | replicas | rate (req/s) | sent | failed | p99 before (ms) | p99 during (ms) | "
+             "during / before | rollout (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['strategy']} | {r['replicas']} | {r['rate']:g} | {r['sent']} | {r['failed']} | "
+              f"{r['p99_before_ms']} | {r['p99_during_ms']} | {r['p99_ratio']} | {r['rollout_seconds']} |"
+              for r in rows]
+    where = (f"serving pods on core {SERVER_CORE}, prober on core {CLIENT_CORE}" if pinned
+             else "pods and prober share the cores (no cpuset hierarchy or one core)")
+    return "\n".join(lines) + f"\n\n({where})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=50.0, help="prober requests per second (default 50)")
+    parser.add_argument("--baseline-seconds", type=float, default=15.0, help="quiet load before each rollout")
+    parser.add_argument("--strategy", choices=sorted(STRATEGIES), action="append",
+                        help="only this strategy (repeatable; default all)")
+    args = parser.parse_args()
+    cluster, h = started_local_cluster()
+    ns = f"rollout-bench-{uuid.uuid4().hex[:5]}"
+    h.create_namespace(ns)
+    models = REPO / "bench" / "results" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    store = ModelStore(models)
+    log = (cluster.paths.logs / "bench-rollout-operator.log").open("ab")
+    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", h.runtime_image,
+                           "--leader-elect=false", "--namespaces", ns], stdout=log, stderr=subprocess.STDOUT,
+                          env=dict(os.environ, KUBECONFIG=str(cluster.paths.kubeconfig)))
+    rows: list[dict[str, Any]] = []
+    try:
+        h.apply(model_version("v1", store.model(f"rollout-bench-{ns}-1.onnx")), ns)
+        h.apply(model_version("v2", store.model(f"rollout-bench-{ns}-2.onnx", scale=2.0), version="2.0.0"), ns)
+        wait_mv_phase(h, ns, "v1", "Ready", 300)
+        wait_mv_phase(h, ns, "v2", "Ready", 300)
+        affinity = os.sched_getaffinity(0)
+        with pods_on_core(SERVER_CORE) as pinned:
+            if pinned:
+                os.sched_setaffinity(0, {int(CLIENT_CORE)})
+            try:
+                for strategy in args.strategy or list(STRATEGIES):
+                    rows.append(one_rollout(h, ns, strategy, args.rate, args.baseline_seconds))
+                    print(f"{strategy}: {rows[-1]['sent']} sent, {rows[-1]['failed']} failed, "
+                          f"rollout {rows[-1]['rollout_seconds']} s", flush=True)
+            finally:
+                os.sched_setaffinity(0, affinity)
+    finally:
+        terminate(op)
+        h.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        store.httpd.shutdown()
+    print("\nRollout under load (real node):\n" + table(rows, pinned))
+    (REPO / "bench" / "results" / "rollout.json").write_text(json.dumps({"pinned": pinned, "rows": rows}, indent=2))
+    if any(r["failed"] for r in rows):
+        sys.exit("requests failed during a rollout: " + "; ".join(r["failures"] for r in rows if r["failed"]))
+
+
+if __name__ == "__main__":
+    main()
