@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from onnx_operator.api import parse_model_version
+from onnx_operator.api import ModelVersion, parse_model_version
 from onnx_operator.api.modeldeployment import Analysis
 from onnx_operator.handlers.gates import read_gates
 
@@ -40,6 +40,12 @@ def say_running_at_loopback(cluster: ClusterHandle, ns: str, name: str) -> None:
         {"status": {"phase": "Running", "podIP": "127.0.0.1", "podIPs": [{"ip": "127.0.0.1"}]}}))
 
 
+def version_in(namespace: str) -> ModelVersion:
+    """linear 7.0.0, the version the test's server reports, as a ModelVersion of `namespace`."""
+    return parse_model_version({"metadata": {"name": "linear-7", "namespace": namespace}, "spec": {
+        "model": "linear", "version": "7.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
+
+
 @pytest.fixture(scope="module")
 def prometheus_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_prometheus_with_kubernetes_sd(tmp_path_factory.mktemp("prometheus-bin")) / "prometheus"
@@ -64,10 +70,9 @@ def test_prometheus_discovers_serving_pods_by_label_and_scrapes_what_their_annot
     try:
         up = wait_for("the serving pod scraped", lambda: prom.query('up{job="onnx-serving"} == 1'), timeout=30)
         report = Prober(server.url, "linear", rate=20, max_requests=30, max_seconds=5).start().wait()
-        mv = parse_model_version({"metadata": {"name": "linear-7", "namespace": namespace}, "spec": {
-            "model": "linear", "version": "7.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
         gates = wait_for("gates judged from the discovered pod", lambda: [g for g in read_gates(
-            prom.url, Analysis(successRate=0.95), mv) if not g.inconclusive], timeout=30)
+            prom.url, Analysis(successRate=0.95), version_in(namespace)) if not g.inconclusive], timeout=30)
+        elsewhere = read_gates(prom.url, Analysis(successRate=0.95), version_in("other-team"))
     finally:
         prom.stop()
 
@@ -76,3 +81,5 @@ def test_prometheus_discovers_serving_pods_by_label_and_scrapes_what_their_annot
     assert up[0]["metric"]["instance"] == f"127.0.0.1:{server.port}"
     assert report.failed == 0
     assert gates[0].passed and gates[0].value == 1.0
+    assert [g.verdict for g in elsewhere] == ["Inconclusive"], \
+        "the same model and version in another namespace is not judged from this namespace's pods"

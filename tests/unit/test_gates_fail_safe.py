@@ -2,14 +2,17 @@
 
 from typing import Any
 
-from onnx_operator.api import parse_model_deployment
+from onnx_operator.api import parse_model_deployment, parse_model_version
+from onnx_operator.api.modeldeployment import Analysis, MetricQuery
 from onnx_operator.cli.render import render_status
 from onnx_operator.rollout.gates import (
     GATES_HAD_NO_DATA,
     GATES_INCONCLUSIVE,
     GateQuery,
     GateResult,
+    gate_queries,
     judge,
+    request_count_query,
     too_few_requests,
 )
 from onnx_operator.rollout.progressive import decide
@@ -144,3 +147,15 @@ def test_kubectl_model_status_shows_inconclusive_gates_and_the_hold() -> None:
     assert "  INCONCLUSIVE  SuccessRate: no data (threshold 0.99)" in lines
     assert any("fewer than spec.strategy.canary.analysis.minRequests (20)" in line for line in lines)
     assert any(line.startswith(f"holding since {T1}: gates without data never pass") for line in lines)
+
+
+def test_gates_read_only_the_new_versions_namespace_or_series_without_one() -> None:
+    mv = parse_model_version({"metadata": {"name": "v2", "namespace": "prod"}, "spec": {
+        "model": "fraud", "version": "2.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
+    custom = MetricQuery(name="errors", query='x{ns="{{namespace}}",m="{{model}}",v="{{version}}"}', max=1)
+    queries = gate_queries(Analysis(successRate=0.99, latencyP99Ms=100, queries=[custom]), mv)
+
+    selector = 'model="fraud",version="2.0.0",namespace=~"prod|"'
+    assert selector in request_count_query(mv)
+    assert [q.promql.count(selector) for q in queries[:2]] == [2, 1]
+    assert queries[2].promql == 'x{ns="prod",m="fraud",v="2.0.0"}'

@@ -66,7 +66,8 @@ class MetricQuery(ApiModel):
     ),)
 
     name: str = Field(min_length=1, max_length=63)
-    query: str = Field(min_length=1, max_length=4096, description="PromQL; {{version}} is substituted.")
+    query: str = Field(min_length=1, max_length=4096,
+                       description="PromQL; {{model}}, {{version}} and {{namespace}} are substituted.")
     max: float | None = Field(None, description="Fail the gate when the result is above this.")
     min: float | None = Field(None, description="Fail the gate when the result is below this.")
 

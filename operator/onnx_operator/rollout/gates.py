@@ -61,7 +61,15 @@ class GateQuery:
 
 
 def _selector(mv: ModelVersion, extra: str = "") -> str:
-    return f'model="{mv.spec.model}",version="{mv.spec.version}"{extra}'
+    """The new version's series: its model and version (labels the runtime server sets), in its
+    namespace. `namespace=~"ns|"` also matches series without a namespace label (a static scrape
+    config), while a Kubernetes-discovered or PodMonitor series of another namespace that serves the
+    same model and version is left out of this canary's gates."""
+    return f'model="{mv.spec.model}",version="{mv.spec.version}",namespace=~"{_namespace(mv)}|"{extra}'
+
+
+def _namespace(mv: ModelVersion) -> str:
+    return str(mv.metadata.get("namespace", ""))
 
 
 def request_count_query(mv: ModelVersion) -> str:
@@ -82,7 +90,8 @@ def gate_queries(analysis: Analysis, mv: ModelVersion) -> list[GateQuery]:
                              f"onnx_server_request_duration_seconds_bucket{{{_selector(mv)}}}[{WINDOW}])))",
                              maximum=float(analysis.latency_p99_ms)))
     for q in analysis.queries:
-        promql = q.query.replace("{{version}}", mv.spec.version).replace("{{model}}", mv.spec.model)
+        promql = (q.query.replace("{{version}}", mv.spec.version).replace("{{model}}", mv.spec.model)
+                  .replace("{{namespace}}", _namespace(mv)))
         out.append(GateQuery(f"Query:{q.name}", promql, minimum=q.min, maximum=q.max))
     return out
 
