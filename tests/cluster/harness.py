@@ -136,7 +136,8 @@ def started_local_cluster() -> tuple[Cluster, ClusterHandle]:
     cluster = Cluster()
     cluster.up()
     handle = handle_of(cluster)
-    handle.kubectl("apply", "--server-side", "-f", str(Path(__file__).resolve().parents[2] / "crds"))
+    crds = Path(__file__).resolve().parents[2] / "crds"
+    handle.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
     return cluster, handle
 
 

@@ -29,7 +29,8 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 
 @pytest.fixture(scope="session")
 def crds(cluster: ClusterHandle) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    # this checkout's CRDs win over an earlier writer (the GitOps tests sync them through Argo CD)
+    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     cluster.wait_crds_established("modelversions.serving.onnx-operator.io",
                                   "modeldeployments.serving.onnx-operator.io")
 
