@@ -1,5 +1,5 @@
 """The whole data path on the real node: ModelVersion -> verify Job -> Deployment -> pods that fetch
-and serve -> Service (kube-proxy) -> inference, checked against onnxruntime in-process."""
+and serve -> Service (kube-proxy) -> inference over REST and gRPC, checked against onnxruntime in-process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+from onnx_operator.desired.serving import GRPC_SERVICE_PORT
 
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.cluster.realnode import NAME as REAL_NODE
@@ -23,6 +24,7 @@ from tests.e2e.helpers import (
     wait_mv_phase,
     wait_ready,
 )
+from tests.grpc_infer import grpc_infer, wait_grpc_ready
 from tests.models import iris_model, make_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -86,6 +88,11 @@ def test_real_pods_serve_through_the_service_scale_and_stop(
     expected = ort.InferenceSession(data).run(None, {"x": np.asarray(ROWS, dtype=np.float32)})[0]
     got = np.asarray(out["outputs"][0]["data"], dtype=np.float32).reshape(out["outputs"][0]["shape"])
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # the same through the Service's `grpc` port (h2c), with Triton's own gRPC client
+    target = f"{url.removeprefix('http://')}:{GRPC_SERVICE_PORT}"
+    wait_grpc_ready(target, "linear", timeout=30)
+    by_grpc = grpc_infer(target, "linear", {"x": np.asarray(ROWS, dtype=np.float32)})["y"]
+    np.testing.assert_allclose(by_grpc, expected, rtol=1e-6)
 
     cluster.kubectl("scale", "md", "web", "-n", namespace, "--replicas=3")
     wait_for("3 pods answering", lambda: answering_pods(cluster, namespace, "web") == 3, timeout=180)
