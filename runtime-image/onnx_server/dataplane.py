@@ -125,7 +125,10 @@ class DataPlane:
         if req.outputs is not None:
             unknown = sorted(set(req.outputs) - set(self.model.tensor_outputs))
             if unknown:
-                raise BadRequest(f"unknown outputs {unknown}; "
+                kinds = {o["name"]: o["dtype"] for o in self.model.outputs}
+                untyped = [f"{n} is a {kinds[n]}" for n in unknown if n in kinds]
+                why = f" ({'; '.join(untyped)}: no Open Inference Protocol datatype carries it)" if untyped else ""
+                raise BadRequest(f"unknown outputs {unknown}{why}; "
                                  f"the model's tensor outputs are {self.model.tensor_outputs}")
         rows = {a.shape[0] for a in req.inputs.values() if a.ndim}
         if self.batcher is not None and len(rows) == 1 and next(iter(rows)) <= self.settings.max_batch_size:

@@ -77,7 +77,8 @@ class LoadedModel:
         sig = signature(self.session)
         self.inputs: list[dict[str, Any]] = sig["inputs"]
         self.outputs: list[dict[str, Any]] = sig["outputs"]
-        # sequences and maps (e.g. skl2onnx's ZipMap) have no v2 tensor form: served only when asked by name
+        # sequences and maps (e.g. skl2onnx's ZipMap) have no v2 tensor form: listed in the metadata, never
+        # returned; asked for by name they get a 400 that says what they are
         self.tensor_outputs = [o["name"] for o in self.outputs if o["dtype"] in V2_DTYPES]
 
     @property

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.cluster.harness import wait_for
-from tests.models import make_model
+from tests.models import iris_model, make_model
 from tests.runtime.conftest import ServerProcess, model_dir
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]
@@ -210,3 +210,19 @@ def test_struct_packed_fp32_matches(server: ServerProcess) -> None:
                       headers={"Inference-Header-Content-Length": str(len(head))})
     assert resp.status_code == 200
     np.testing.assert_allclose(resp.json()["outputs"][0]["data"], expected([[1, 2, 3, 4]]).reshape(-1), rtol=1e-6)
+
+
+def test_a_non_tensor_output_asked_for_by_name_gets_a_400_saying_what_it_is(tmp_path: Path) -> None:
+    srv = ServerProcess(model_dir(tmp_path / "iris", iris_model()), name="iris")
+    try:
+        body = {"inputs": [{"name": "float_input", "shape": [3, 2], "datatype": "FP32", "data": [1.0] * 6}],
+                "outputs": [{"name": "probabilities"}]}
+        resp = httpx.post(f"{srv.url}/v2/models/iris/infer", json=body)
+        labels = httpx.post(f"{srv.url}/v2/models/iris/infer", json={**body, "outputs": [{"name": "label"}]})
+    finally:
+        srv.stop()
+
+    assert resp.status_code == 400
+    assert "probabilities is a seq(map(int64,tensor(float)))" in resp.json()["error"]
+    assert "tensor outputs are ['label']" in resp.json()["error"]
+    assert labels.status_code == 200, labels.text
