@@ -30,23 +30,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from onnx_server.model import load_session, signature  # noqa: E402
 from onnx_server.proto import inference_pb2 as pb  # noqa: E402
 
+from bench import servers  # noqa: E402
 from bench.loadgen import cached_venv  # noqa: E402
-from tests.cluster.harness import terminate, wait_for  # noqa: E402
 from tests.models import make_model  # noqa: E402
-from tests.runtime.conftest import ServerProcess, free_port, model_dir  # noqa: E402
+from tests.runtime.conftest import ServerProcess, model_dir  # noqa: E402
 from tests.runtime.models import small_cnn  # noqa: E402
 
 CACHE = Path(os.environ.get("ONNX_OPERATOR_CACHE", Path.home() / ".cache" / "onnx-operator"))
-GHZ, KSERVE, MLSERVER, TRITONCLIENT = "v0.120.0", "0.21.0", "1.7.1", "2.50.0"
+GHZ, TRITONCLIENT = "v0.120.0", "2.50.0"
 PROTO = REPO / "runtime-image" / "onnx_server" / "proto" / "inference.proto"
 RESULTS = REPO / "bench" / "results" / "grpc.json"
 SERVER_CPU, LOAD_CPU = "0", "1"
@@ -125,55 +123,6 @@ def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float,
             "mean_us": 1e6 * concurrency / rate if rate else 0.0, "requests": 0, "errors": 0}
 
 
-class KServeGrpc:
-    """KServe's ModelServer with gRPC on (bench/kserve_grpc_server.py), serving the model as `m`."""
-
-    def __init__(self, model: Path) -> None:
-        python = cached_venv(f"kserve-{KSERVE}", f"kserve=={KSERVE}", "onnxruntime", "numpy")
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.proc = subprocess.Popen(
-            [str(python), str(REPO / "bench" / "kserve_grpc_server.py"), "--model", str(model), "--name", "m",
-             "--threads", "1", "--http_port", str(self.http_port), "--grpc_port", str(self.grpc_port),
-             "--configure_logging", "false"],
-            stdout=(model.parent / "kserve.log").open("wb"), stderr=subprocess.STDOUT)
-        wait_for("the KServe server", self._ready, timeout=180)
-        pin(self.proc.pid)
-
-    def _ready(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"kserve exited {self.proc.returncode}")
-        try:
-            return httpx.get(f"http://127.0.0.1:{self.http_port}/v2/models/m/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        terminate(self.proc)
-
-
-class MLServerGrpc(KServeGrpc):
-    """MLServer with its gRPC server (bench/mlserver_onnx_runtime.py hosting the model as `m`)."""
-
-    def __init__(self, model: Path) -> None:
-        python = cached_venv(f"mlserver-{MLSERVER}", f"mlserver=={MLSERVER}", "onnxruntime", "numpy")
-        self.http_port, self.grpc_port = free_port(), free_port()
-        root = model.parent / "mlserver"
-        (root / "m").mkdir(parents=True, exist_ok=True)
-        (root / "settings.json").write_text(json.dumps({
-            "host": "127.0.0.1", "http_port": self.http_port, "grpc_port": self.grpc_port,
-            "metrics_port": free_port(), "parallel_workers": 0, "debug": False}))
-        sig = signature(load_session(model))
-        (root / "m" / "model-settings.json").write_text(json.dumps({
-            "name": "m", "implementation": "mlserver_onnx_runtime.OnnxRuntime",
-            "parameters": {"uri": str(model), "extra": {"threads": 1}},
-            **{kind: [{"name": t["name"], "datatype": t["dtype"], "shape": t["shape"]} for t in sig[kind]]
-               for kind in ("inputs", "outputs")}}))
-        self.proc = subprocess.Popen([str(python.parent / "mlserver"), "start", str(root)], cwd=REPO / "bench",
-                                     stdout=(model.parent / "mlserver.log").open("wb"), stderr=subprocess.STDOUT)
-        wait_for("the MLServer server", self._ready, timeout=180)
-        pin(self.proc.pid)
-
-
 def onnx_server(tmp: Path, label: str, data: bytes, name: str, *extra: str) -> ServerProcess:
     srv = ServerProcess(model_dir(tmp / label.replace(" ", "-"), data), "--threads", "1", *extra, name=name)
     pin(srv.proc.pid)
@@ -203,10 +152,10 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_other
             if result is not None:
                 rows.append({"model": kind, "server": server, "concurrency": c, "load": load, **result})
     top = [max(levels)]
-    servers = [("onnx-server grpc", ())]
+    ours = [("onnx-server grpc", ())]
     if kind != "linear":
-        servers.append(("onnx-server grpc batching", ("--max-batch-size", "32", "--max-delay-ms", "5")))
-    for label, extra in servers:
+        ours.append(("onnx-server grpc batching", ("--max-batch-size", "32", "--max-delay-ms", "5")))
+    for label, extra in ours:
         srv = onnx_server(tmp, f"{kind}-{label}", data, name, *extra)
         try:
             add(label, "ghz", lambda c: ghz_load(srv.grpc_target, message, seconds, c), levels)  # noqa: B023
@@ -220,8 +169,9 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_other
     if with_others:
         as_m = tmp / f"{kind}-m.bin"
         as_m.write_bytes(infer_message("m", input_name, array))
-        for label, server in (("kserve grpc", KServeGrpc), ("mlserver grpc", MLServerGrpc)):
-            other = server(model_dir(tmp / f"{kind}-{label.split()[0]}", data) / "model.onnx")
+        for label, server in (("kserve grpc", lambda d: servers.kserve(d, "m", grpc=True)),
+                              ("mlserver grpc", lambda d: servers.mlserver(d, "m"))):
+            other = server(model_dir(tmp / f"{kind}-{label.split()[0]}", data))
             try:
                 add(label, "ghz", lambda c: ghz_load(f"127.0.0.1:{other.grpc_port}", as_m, seconds, c),  # noqa: B023
                     levels)

@@ -25,8 +25,9 @@ PIN = ["taskset", "-c", SERVER_CORE]
 class BenchServer:
     """One server process on 127.0.0.1; ready when GET /v2/models/{name}/ready answers 200."""
 
-    def __init__(self, label: str, cmd: list[str], log: Path, name: str, port: int, cwd: Path | None = None) -> None:
-        self.label, self.name, self.log, self.port = label, name, log, port
+    def __init__(self, label: str, cmd: list[str], log: Path, name: str, port: int, cwd: Path | None = None,
+                 grpc_port: int | None = None) -> None:
+        self.label, self.name, self.log, self.port, self.grpc_port = label, name, log, port, grpc_port
         self.proc = subprocess.Popen([*PIN, *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=cwd)
         wait_for(f"{label} to be ready", self._ready, timeout=180)
 
@@ -55,12 +56,16 @@ def onnx_server(model_dir: Path, name: str, *extra: str) -> BenchServer:
                        model_dir / "onnx-server.log", name, port)
 
 
-def kserve(model_dir: Path, name: str) -> BenchServer:
+def kserve(model_dir: Path, name: str, grpc: bool = False) -> BenchServer:
+    """KServe's ModelServer; `grpc=True` turns its gRPC server on too (bench/kserve_grpc_server.py)."""
     python = cached_venv(f"kserve-{KSERVE}", f"kserve=={KSERVE}", "onnxruntime", "numpy")
-    port = free_port()
-    return BenchServer("kserve", [str(python), str(REPO / "bench" / "kserve_onnx_server.py"), "--model",
-                                 str(model_dir / "model.onnx"), "--name", name, "--threads", "1", "--http_port",
-                                 str(port), "--configure_logging", "false"], model_dir / "kserve.log", name, port)
+    port, grpc_port = free_port(), free_port() if grpc else None
+    script = "kserve_grpc_server.py" if grpc else "kserve_onnx_server.py"
+    grpc_args = ["--grpc_port", str(grpc_port)] if grpc else []
+    return BenchServer("kserve", [str(python), str(REPO / "bench" / script), "--model", str(model_dir / "model.onnx"),
+                                 "--name", name, "--threads", "1", "--http_port", str(port), *grpc_args,
+                                 "--configure_logging", "false"], model_dir / "kserve.log", name, port,
+                       grpc_port=grpc_port)
 
 
 def _tensors(model_dir: Path) -> dict[str, list[dict[str, object]]]:
@@ -73,13 +78,13 @@ def mlserver(model_dir: Path, name: str) -> BenchServer:
     python = cached_venv(f"mlserver-{MLSERVER}", f"mlserver=={MLSERVER}", "onnxruntime", "numpy")
     root = model_dir / "mlserver"
     (root / name).mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     (root / "settings.json").write_text(json.dumps({
-        "host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+        "host": "127.0.0.1", "http_port": port, "grpc_port": grpc_port, "metrics_port": free_port(),
         "parallel_workers": 0, "debug": False}))
     (root / name / "model-settings.json").write_text(json.dumps({
         "name": name, "implementation": "mlserver_onnx_runtime.OnnxRuntime",
         "parameters": {"uri": str(model_dir / "model.onnx"), "extra": {"threads": 1}},
         **_tensors(model_dir)}))
     return BenchServer("mlserver", [str(python.parent / "mlserver"), "start", str(root)], model_dir / "mlserver.log",
-                       name, port, cwd=REPO / "bench")
+                       name, port, cwd=REPO / "bench", grpc_port=grpc_port)
