@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -26,7 +24,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import ClusterHandle, started_local_cluster, terminate, wait_for  # noqa: E402
+from bench.real_node import operator_on_real_node  # noqa: E402
+from tests.cluster.harness import ClusterHandle, wait_for  # noqa: E402
 from tests.e2e.conftest import ModelStore  # noqa: E402
 from tests.e2e.helpers import model_deployment, model_version, service_url  # noqa: E402
 
@@ -87,23 +86,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
-    cluster, h = started_local_cluster()
-    ns = f"node-bench-{uuid.uuid4().hex[:5]}"
-    h.create_namespace(ns)
-    (REPO / "bench" / "results" / "models").mkdir(parents=True, exist_ok=True)
-    store = ModelStore(REPO / "bench" / "results" / "models")
-    log = (cluster.paths.logs / "bench-node-operator.log").open("ab")
-    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", h.runtime_image,
-                           "--leader-elect=false", "--namespaces", ns], stdout=log, stderr=subprocess.STDOUT,
-                          env=dict(os.environ, KUBECONFIG=str(cluster.paths.kubeconfig)))
-    try:
+    with operator_on_real_node("node-bench") as bench:
+        h, ns, store = bench.cluster, bench.namespace, bench.models
         ready = [pod_ready_seconds(h, ns, h.runtime_image) for _ in range(args.runs)]
         first = [first_inference_seconds(h, ns, store, i) for i in range(args.runs)]
         memory = rss_mb(("kubelet", "kube-proxy", "containerd"))
-    finally:
-        terminate(op)
-        h.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        store.httpd.shutdown()
     result = {"pod_create_to_ready_s": ready, "first_inference_after_apply_s": first, "rss_mb": memory}
     runs = ", ".join(f"{x:.2f}" for x in ready)
     print(f"pod create -> Ready: median {statistics.median(ready):.2f} s (runs: {runs})")

@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -28,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.loadgen import CLIENT_CORE, SERVER_CORE  # noqa: E402
-from tests.cluster.harness import ClusterHandle, started_local_cluster, terminate, wait_for  # noqa: E402
+from bench.real_node import operator_on_real_node  # noqa: E402
+from tests.cluster.harness import ClusterHandle, wait_for  # noqa: E402
 from tests.cluster.hoststate import CGROUP_FS, CGROUP_ROOT  # noqa: E402
-from tests.e2e.conftest import ModelStore  # noqa: E402
 from tests.e2e.helpers import (  # noqa: E402
     condition,
     model_deployment,
@@ -120,18 +118,9 @@ def main() -> None:
     parser.add_argument("--strategy", choices=sorted(STRATEGIES), action="append",
                         help="only this strategy (repeatable; default all)")
     args = parser.parse_args()
-    cluster, h = started_local_cluster()
-    ns = f"rollout-bench-{uuid.uuid4().hex[:5]}"
-    h.create_namespace(ns)
-    models = REPO / "bench" / "results" / "models"
-    models.mkdir(parents=True, exist_ok=True)
-    store = ModelStore(models)
-    log = (cluster.paths.logs / "bench-rollout-operator.log").open("ab")
-    op = subprocess.Popen([sys.executable, "-m", "onnx_operator", "--runtime-image", h.runtime_image,
-                           "--leader-elect=false", "--namespaces", ns], stdout=log, stderr=subprocess.STDOUT,
-                          env=dict(os.environ, KUBECONFIG=str(cluster.paths.kubeconfig)))
     rows: list[dict[str, Any]] = []
-    try:
+    with operator_on_real_node("rollout") as bench:
+        h, ns, store = bench.cluster, bench.namespace, bench.models
         h.apply(model_version("v1", store.model(f"rollout-bench-{ns}-1.onnx")), ns)
         h.apply(model_version("v2", store.model(f"rollout-bench-{ns}-2.onnx", scale=2.0), version="2.0.0"), ns)
         wait_mv_phase(h, ns, "v1", "Ready", 300)
@@ -147,10 +136,6 @@ def main() -> None:
                           f"rollout {rows[-1]['rollout_seconds']} s", flush=True)
             finally:
                 os.sched_setaffinity(0, affinity)
-    finally:
-        terminate(op)
-        h.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-        store.httpd.shutdown()
     print("\nRollout under load (real node):\n" + table(rows, pinned))
     (REPO / "bench" / "results" / "rollout.json").write_text(json.dumps({"pinned": pinned, "rows": rows}, indent=2))
     if any(r["failed"] for r in rows):
