@@ -71,6 +71,14 @@ class ClusterHandle:
     def kubectl_json(self, *args: str) -> Any:
         return json.loads(self.kubectl(*args, "-o", "json"))
 
+    def apply_crds(self) -> None:
+        """This checkout's CRDs, served. They win over an earlier writer: on a reused cluster the GitOps
+        tests' Argo CD owns their fields, and a changed CRD would otherwise conflict."""
+        self.kubectl("apply", "--server-side", "--force-conflicts", "-f",
+                     str(Path(__file__).resolve().parents[2] / "crds"))
+        self.wait_crds_established("modelversions.serving.onnx-operator.io",
+                                   "modeldeployments.serving.onnx-operator.io")
+
     def wait_crds_established(self, *names: str, timeout: float = 60) -> None:
         """Waits until each CRD is Established and its resource is served. Polls the conditions instead
         of `kubectl wait`, which fails outright on a CRD whose status has no conditions yet."""
@@ -136,8 +144,7 @@ def started_local_cluster() -> tuple[Cluster, ClusterHandle]:
     cluster = Cluster()
     cluster.up()
     handle = handle_of(cluster)
-    crds = Path(__file__).resolve().parents[2] / "crds"
-    handle.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds))
+    handle.apply_crds()
     return cluster, handle
 
 

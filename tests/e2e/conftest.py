@@ -19,6 +19,7 @@ import yaml
 from tests.cluster.harness import ClusterHandle, terminate
 from tests.cluster.realnode import NODE_IP
 from tests.models import make_model
+from tests.prometheus import build_prometheus_with_kubernetes_sd
 
 REPO = Path(__file__).resolve().parents[2]
 # every e2e test runs the operator as the chart's ServiceAccount, so a missing RBAC rule fails a test
@@ -29,10 +30,7 @@ OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
 
 @pytest.fixture(scope="session")
 def crds(cluster: ClusterHandle) -> None:
-    # this checkout's CRDs win over an earlier writer (the GitOps tests sync them through Argo CD)
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    cluster.wait_crds_established("modelversions.serving.onnx-operator.io",
-                                  "modeldeployments.serving.onnx-operator.io")
+    cluster.apply_crds()
 
 
 class OperatorProcess:
@@ -93,11 +91,25 @@ def operator_kubeconfig(cluster: ClusterHandle, tmp_path_factory: pytest.TempPat
     return path
 
 
+@pytest.fixture(scope="session")
+def prometheus_bin() -> Path:
+    """Prometheus with Kubernetes discovery (Debian's has none), built once per machine, in .cluster/bin
+    where `make tools` puts it too."""
+    return build_prometheus_with_kubernetes_sd(REPO / ".cluster" / "bin") / "prometheus"
+
+
 @pytest.fixture(scope="module")
 def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    yield from running_operator(cluster, operator_kubeconfig, tmp_path_factory)
+
+
+def running_operator(cluster: ClusterHandle, kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory,
+                     *extra_args: str) -> Iterator[OperatorProcess]:
+    """The body of a module's `operator` fixture: started with `extra_args`, stopped at the end, the tail
+    of its log printed."""
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(operator_kubeconfig, log_path, cluster.runtime_image)
+    op = OperatorProcess(kubeconfig, log_path, cluster.runtime_image, extra_args)
     op.start()
     try:
         yield op

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
-from tests.e2e.conftest import ModelStore, OperatorProcess
+from tests.e2e.conftest import ModelStore, OperatorProcess, running_operator
 from tests.e2e.helpers import (
     condition,
     model_deployment,
@@ -24,7 +24,7 @@ from tests.e2e.helpers import (
 from tests.e2e.test_live_traffic import Traffic
 from tests.e2e.test_live_traffic import traffic as live_traffic
 from tests.models import make_model_rejecting_real_input
-from tests.prometheus import Prometheus, build_prometheus_with_kubernetes_sd, kubernetes_sd_scrape_config
+from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
 from tests.runtime.conftest import free_port
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator")]
@@ -46,20 +46,16 @@ def prometheus_port() -> int:
 @pytest.fixture(scope="module")
 def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path, prometheus_port: int,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log", cluster.runtime_image,
-                         ("--prometheus-url", f"http://127.0.0.1:{prometheus_port}"))
-    op.start()
-    yield op
-    op.stop()
+    yield from running_operator(cluster, operator_kubeconfig, tmp_path_factory,
+                                "--prometheus-url", f"http://127.0.0.1:{prometheus_port}")
 
 
 @pytest.fixture
-def prometheus(cluster: ClusterHandle, namespace: str, prometheus_port: int,
+def prometheus(cluster: ClusterHandle, namespace: str, prometheus_port: int, prometheus_bin: Path,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """Prometheus with Kubernetes discovery of this test's namespace, as a user's Prometheus would run."""
-    binary = build_prometheus_with_kubernetes_sd(tmp_path_factory.mktemp("prometheus-bin")) / "prometheus"
     prom = Prometheus(tmp_path_factory.mktemp("prometheus"), [kubernetes_sd_scrape_config(
-        Path(cluster.kubeconfig), [namespace])], binary=str(binary), port=prometheus_port)
+        Path(cluster.kubeconfig), [namespace])], binary=str(prometheus_bin), port=prometheus_port)
     yield prom
     prom.stop()
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.cluster.harness import ClusterHandle, wait_for
-from tests.e2e.conftest import ModelStore, OperatorProcess
+from tests.e2e.conftest import ModelStore, OperatorProcess, running_operator
 from tests.e2e.helpers import (
     condition,
     get,
@@ -88,11 +88,7 @@ def operator(cluster: ClusterHandle, crds: None, operator_kubeconfig: Path, flee
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     prom = fleet["prometheus"]
     assert isinstance(prom, Prometheus)
-    op = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("op") / "operator.log",
-                         cluster.runtime_image, ("--prometheus-url", prom.url))
-    op.start()
-    yield op
-    op.stop()
+    yield from running_operator(cluster, operator_kubeconfig, tmp_path_factory, "--prometheus-url", prom.url)
 
 
 def rollout_to(cluster: ClusterHandle, ns: str, models: ModelStore, version: str, **spec: object) -> None:

@@ -18,7 +18,7 @@ from onnx_operator.handlers.gates import read_gates
 from tests.cluster.harness import ClusterHandle, wait_for
 from tests.models import make_model
 from tests.prober import Prober
-from tests.prometheus import Prometheus, build_prometheus_with_kubernetes_sd, kubernetes_sd_scrape_config
+from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
 from tests.runtime.conftest import ServerProcess, model_dir
 
 pytestmark = [pytest.mark.cluster]
@@ -44,11 +44,6 @@ def version_in(namespace: str) -> ModelVersion:
     """linear 7.0.0, the version the test's server reports, as a ModelVersion of `namespace`."""
     return parse_model_version({"metadata": {"name": "linear-7", "namespace": namespace}, "spec": {
         "model": "linear", "version": "7.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
-
-
-@pytest.fixture(scope="module")
-def prometheus_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_prometheus_with_kubernetes_sd(tmp_path_factory.mktemp("prometheus-bin")) / "prometheus"
 
 
 @pytest.fixture
