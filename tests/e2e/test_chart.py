@@ -183,13 +183,15 @@ def test_checkov_finds_no_failed_checks(checkov: Path, rendered: Path) -> None:
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
 
 
-def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle, crds: None) -> None:
-    ns = "chart-install"
+def test_helm_install_upgrade_and_uninstall(tools: Path, cluster: ClusterHandle, crds: None, namespace: str) -> None:
+    ns = f"{namespace}-install"  # a fresh one per run: a rerun never meets the last one still terminating
     try:
         helm(tools, cluster, "install", "demo", str(CHART), "-n", ns, "--create-namespace", "--wait",
              "--timeout", "120s", *ALL_OPTIONS, *image_values(cluster))
-        dep = cluster.kubectl_json("get", "deployment", "demo-onnx-operator", "-n", ns)
-        assert dep["status"]["availableReplicas"] == 2
+        # helm --wait returns once replicas - maxUnavailable (1 of 2) are ready; the second follows
+        dep = wait_for("both operator replicas available", lambda: (d := cluster.kubectl_json(
+            "get", "deployment", "demo-onnx-operator", "-n", ns))["status"].get("availableReplicas") == 2 and d,
+            timeout=120)
         assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
         for kind in ("serviceaccount", "service", "networkpolicy", "poddisruptionbudget", "role", "rolebinding"):
             assert cluster.kubectl("get", kind, "-n", ns, "-o", "name")
