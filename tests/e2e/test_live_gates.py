@@ -115,8 +115,8 @@ def test_canary_answering_with_errors_is_rolled_back_by_a_query_gate_and_only_it
     report = traffic.finish(prober, "error gate rollback")
     failed = report.failures
     rejected = [s for s in failed if s.status == 400 and "rejected the input" in (s.reason or "")]
-    traffic.say(f"[prober: error gate] {len(failed)} failed requests, all answered by 4.0.0 (HTTP 400 "
-                f"'the model rejected the input'), of {report.total} sent")
+    traffic.say(f"[prober: error gate] {len(failed)} failed requests of {report.total} sent; {len(rejected)} of "
+                f"them 4.0.0's HTTP 400 'the model rejected the input'")
     rolled = condition(md, "RolledBack")
     assert rolled["reason"] == "Query:error-ratio", rolled
     assert md["status"]["servingVersion"] == "v1"
