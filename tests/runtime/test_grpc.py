@@ -316,6 +316,15 @@ def test_a_call_its_client_gave_up_on_is_not_counted_as_a_server_error(serve: Ca
     assert 'code="500"' not in httpx.get(f"{srv.url}/metrics").text
 
 
+def draining(channel: grpc.Channel) -> bool:
+    """True once the server's health says NOT_SERVING or it refuses calls (UNAVAILABLE)."""
+    try:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2).status == \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+    except grpc.RpcError as err:
+        return err.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[no-any-return]
+
+
 def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones(tmp_path: Path) -> None:
     srv = ServerProcess(model_dir(tmp_path, make_model()), "--max-batch-size", "4", "--max-delay-ms", "1500")
     result: dict[str, np.ndarray] = {}
@@ -327,6 +336,9 @@ def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones(tmp_path: Pa
 
     srv.proc.send_signal(signal.SIGTERM)
     with grpc.insecure_channel(srv.grpc_target) as channel:
+        # a call racing the signal may still be taken (and finished); "new" means after the drain began,
+        # which health shows: NOT_SERVING, or the call refused once the server stopped accepting
+        wait_for("the drain to begin", lambda: draining(channel), timeout=10, interval=0.02)
         late = grpc_error(lambda: service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
             typed_request("linear", "x", "FP32", [1, 4], fp32_contents=[1, 2, 3, 4]), timeout=10))
 
