@@ -24,19 +24,19 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed ## create the virtualenv with every extra
 
 cluster-bin: ## build (or reuse the cached) control-plane and node binaries into .cluster/bin; the cold build takes 8-15 min on 2 idle cores
-	./tests/cluster/build.sh $(CURDIR)/.cluster/bin
+	./localcluster/build.sh $(CURDIR)/.cluster/bin
 
 argocd-bin: ## build (or reuse the cached) Argo CD binary (controller, repo server, API server, CLI) into .cluster/bin
-	./tests/argocd/build.sh $(CURDIR)/.cluster/bin
+	./localcluster/argocd/build.sh $(CURDIR)/.cluster/bin
 
 cluster: deps venv cluster-bin ## start the local cluster: control plane, kwok nodes, one real node (builds the images)
-	$(BIN)/python -m tests.cluster up
+	$(BIN)/python -m localcluster up
 
 cluster-down: ## stop every process `make cluster` started, restore the host, remove its state
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.cluster down; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m localcluster down; fi
 
 node-images: venv cluster-bin ## build (or reuse) the images the real node runs: pause, runtime, operator (cached by source hash)
-	$(BIN)/python -m tests.cluster images
+	$(BIN)/python -m localcluster images
 
 test: deps venv lint tools cluster-bin argocd-bin node-images ## run the lint checks and the whole test suite (builds and starts the local cluster with its real node when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -45,7 +45,7 @@ unit: venv ## only the pure unit tests
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check operator runtime-image tests
+	$(BIN)/ruff check operator runtime-image localcluster tests bench
 	$(BIN)/mypy --strict operator/onnx_operator runtime-image/onnx_server
 
 crds: venv ## regenerate crds/ (and the chart's copy) from the API models
@@ -64,10 +64,10 @@ run: venv ## run the operator in the foreground against .cluster/kubeconfig (or 
 	KUBECONFIG=$(KUBECONFIG) $(BIN)/python -m onnx_operator
 
 demo: deps venv tools cluster ## the guided demo: the operator (Helm chart) serving real models on the real node
-	$(BIN)/python -m tests.demo
+	$(BIN)/python -m localcluster.demo
 
 demo-down: ## stop the demo and the local cluster
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.demo --stop || true; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m localcluster.demo --stop || true; fi
 	@$(MAKE) --no-print-directory cluster-down
 
 bench: deps venv ## benchmarks; results printed as ratios against a baseline measured in the same run
@@ -84,5 +84,5 @@ images: deps venv ## build the runtime and operator images with buildah
 	./runtime-image/build-image.sh operator
 
 tools: venv ## helm, kubeconform and Prometheus (with Kubernetes discovery), built from their Go modules into .cluster/bin
-	./tests/tools/build-tools.sh
-	./tests/tools/build-prometheus.sh
+	./localcluster/tools/build-tools.sh
+	./localcluster/tools/build-prometheus.sh

@@ -39,7 +39,7 @@ from onnx_server.proto import inference_pb2 as pb  # noqa: E402
 
 from bench import servers  # noqa: E402
 from bench.loadgen import cached_venv  # noqa: E402
-from tests.models import make_model  # noqa: E402
+from localcluster.models import make_model  # noqa: E402
 from tests.runtime.conftest import ServerProcess, model_dir  # noqa: E402
 from tests.runtime.models import small_cnn  # noqa: E402
 

@@ -23,8 +23,8 @@ from kserve.protocol.rest import v2_endpoints
 from kserve.protocol.rest.server import RESTServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime-image"))
-from onnx_server.model_config import triton_model_config  # noqa: E402
-from onnx_server.protocol import DATATYPE, TensorMeta  # noqa: E402
+from onnx_server.model_config import triton_model_config
+from onnx_server.protocol import DATATYPE, TensorMeta
 
 ORT_TYPES = {"tensor(float)": "FP32", "tensor(double)": "FP64", "tensor(int64)": "INT64", "tensor(int32)": "INT32",
              "tensor(bool)": "BOOL", "tensor(float16)": "FP16", "tensor(uint8)": "UINT8", "tensor(int8)": "INT8"}

@@ -34,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import terminate, wait_for  # noqa: E402
-from tests.models import make_external_data_model  # noqa: E402
+from localcluster.harness import terminate, wait_for  # noqa: E402
+from localcluster.models import make_external_data_model  # noqa: E402
 from tests.runtime.conftest import free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "large_models.json"

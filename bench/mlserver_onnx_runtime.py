@@ -17,8 +17,8 @@ from mlserver.handlers import custom_handler
 from mlserver.types import InferenceRequest, InferenceResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "runtime-image"))
-from onnx_server.model_config import triton_model_config  # noqa: E402
-from onnx_server.protocol import TensorMeta  # noqa: E402
+from onnx_server.model_config import triton_model_config
+from onnx_server.protocol import TensorMeta
 
 
 class OnnxRuntime(MLModel):  # type: ignore[misc]

@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.real_node import operator_on_real_node  # noqa: E402
-from tests.cluster.harness import ClusterHandle, wait_for  # noqa: E402
+from localcluster.harness import ClusterHandle, wait_for  # noqa: E402
 from tests.e2e.conftest import ModelStore  # noqa: E402
 from tests.e2e.helpers import model_deployment, model_version, service_url  # noqa: E402
 

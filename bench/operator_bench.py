@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.cluster.harness import ClusterHandle, started_local_cluster, wait_for  # noqa: E402
+from localcluster.harness import ClusterHandle, started_local_cluster, wait_for  # noqa: E402
 from tests.e2e.conftest import ModelStore  # noqa: E402
 from tests.e2e.helpers import model_deployment, model_version  # noqa: E402
 

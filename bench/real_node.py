@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster.harness import ClusterHandle, started_local_cluster, terminate
+from localcluster.harness import ClusterHandle, started_local_cluster, terminate
 from tests.e2e.conftest import ModelStore
 
 MODELS = Path(__file__).resolve().parent / "results" / "models"

@@ -27,8 +27,9 @@ sys.path.insert(0, str(REPO))
 
 from bench.loadgen import CLIENT_CORE, SERVER_CORE  # noqa: E402
 from bench.real_node import operator_on_real_node  # noqa: E402
-from tests.cluster.harness import ClusterHandle, wait_for  # noqa: E402
-from tests.cluster.hoststate import CGROUP_FS, CGROUP_ROOT  # noqa: E402
+from localcluster.harness import ClusterHandle, wait_for  # noqa: E402
+from localcluster.hoststate import CGROUP_FS, CGROUP_ROOT  # noqa: E402
+from localcluster.prober import Prober  # noqa: E402
 from tests.e2e.helpers import (  # noqa: E402
     condition,
     model_deployment,
@@ -38,7 +39,6 @@ from tests.e2e.helpers import (  # noqa: E402
     wait_mv_phase,
     wait_until,
 )
-from tests.prober import Prober  # noqa: E402
 
 STRATEGIES: dict[str, tuple[int, dict[str, Any]]] = {
     "RollingUpdate": (3, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}),

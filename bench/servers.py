@@ -14,7 +14,7 @@ import httpx
 from onnx_server.model import load_session, signature
 
 from bench.loadgen import SERVER_CORE, cached_venv
-from tests.cluster.harness import terminate, wait_for
+from localcluster.harness import terminate, wait_for
 from tests.runtime.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, kind_cluster, local_cluster
+from localcluster.harness import ClusterHandle, kind_cluster, local_cluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import np_to_triton_dtype
 
-from tests.cluster.harness import wait_for
+from localcluster.harness import wait_for
 
 
 def wait_grpc_ready(target: str, model: str, timeout: float = 60) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.cluster.harness import terminate, wait_for
+from localcluster.harness import terminate, wait_for
 from tests.runtime.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ SERVING_POD_SELECTOR = "app.kubernetes.io/managed-by=onnx-operator,app.kubernete
 
 def build_prometheus_with_kubernetes_sd(dest: Path) -> Path:
     """prometheus and promtool with Kubernetes discovery in `dest` (built once, then cached)."""
-    subprocess.run([str(REPO / "tests/tools/build-prometheus.sh"), str(dest)], check=True, timeout=2400)
+    subprocess.run([str(REPO / "localcluster/tools/build-prometheus.sh"), str(dest)], check=True, timeout=2400)
     return dest
 
 
@@ -69,7 +69,7 @@ def write_prometheus_config(path: Path, scrape_configs: list[dict[str, Any]], in
 
 class Prometheus:
     """A Prometheus process on 127.0.0.1 with its own TSDB under `root`; `binary` is Debian's by default
-    (no Kubernetes discovery) or the one tests/tools/build-prometheus.sh builds."""
+    (no Kubernetes discovery) or the one localcluster/tools/build-prometheus.sh builds."""
 
     def __init__(self, root: Path, scrape_configs: list[dict[str, Any]], binary: str = "prometheus",
                  port: int | None = None) -> None:

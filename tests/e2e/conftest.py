@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.cluster.harness import ClusterHandle, terminate
-from tests.cluster.realnode import NODE_IP
-from tests.models import make_model
+from localcluster.harness import ClusterHandle, terminate
+from localcluster.models import make_model
+from localcluster.realnode import NODE_IP
 from tests.prometheus import build_prometheus_with_kubernetes_sd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ class OperatorProcess:
 def operator_kubeconfig(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A token kubeconfig for the chart's ServiceAccount, bound to exactly the chart's RBAC."""
     bin_dir = Path(cluster.kubectl_bin).parent
-    subprocess.run([str(REPO / "tests/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
+    subprocess.run([str(REPO / "localcluster/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
     rbac = subprocess.run(
         [str(bin_dir / "helm"), "template", OPERATOR_SA, str(REPO / "charts/onnx-operator"),
          "-n", OPERATOR_NAMESPACE, "--kube-version", "1.36.0", "--show-only", "templates/serviceaccount.yaml",

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tests.cluster import kwok as kwok_nodes
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster import kwok as kwok_nodes
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import Artifact
 
 GROUP = "serving.onnx-operator.io/v1alpha1"

@@ -14,8 +14,8 @@ from typing import Any
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.cluster.apiproxy import ApiProxy
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.apiproxy import ApiProxy
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import OPERATOR_NAMESPACE, OPERATOR_SA, OperatorProcess
 
 REPLICA_GROUP = "onnx-operator:replicas"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from lupa import LuaRuntime
 
-from tests.cluster.harness import ClusterHandle
+from localcluster.harness import ClusterHandle
 from tests.e2e.conftest import Artifact, ModelStore
 from tests.e2e.helpers import (
     ACTION,

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argocd.stack import CM_PATCH, NAMESPACE, ArgoCD, GitRemote
-from tests.cluster.chart import image_values
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.argocd.stack import CM_PATCH, NAMESPACE, ArgoCD, GitRemote
+from localcluster.chart import image_values
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import Artifact, ModelStore
 from tests.e2e.helpers import condition, get, model_deployment, model_version, wait_until
 from tests.e2e.test_httproute import gateway_api  # noqa: F401 (fixture)
@@ -34,7 +34,7 @@ TIMEOUT = 180
 @pytest.fixture(scope="module")
 def argocd(cluster: ClusterHandle, crds: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ArgoCD]:
     bin_dir = Path(cluster.kubectl_bin).parent
-    for script in ("tests/tools/build-tools.sh", "tests/argocd/build.sh"):  # cached: copies only
+    for script in ("localcluster/tools/build-tools.sh", "localcluster/argocd/build.sh"):  # cached: copies only
         subprocess.run([str(REPO / script), str(bin_dir)], check=True, timeout=1800)
     stack = ArgoCD(cluster, tmp_path_factory.mktemp("argocd"), bin_dir)
     try:
@@ -253,7 +253,7 @@ def test_chart_application_installs_the_operator_and_becomes_healthy(argocd: Arg
 
 
 def test_readme_argocd_section_is_what_the_test_bed_runs(argocd: ArgoCD) -> None:
-    pinned = (REPO / "tests/argocd/versions.env").read_text().split("ARGOCD_VERSION=")[1].split()[0]
+    pinned = (REPO / "localcluster/argocd/versions.env").read_text().split("ARGOCD_VERSION=")[1].split()[0]
     section = README_SECTION.search((REPO / "README.md").read_text())
     assert section, "README.md lost its '## GitOps with Argo CD' section"
     text = section.group(0)

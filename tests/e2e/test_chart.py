@@ -17,13 +17,13 @@ import httpx
 import pytest
 import yaml
 
-from tests.cluster.chart import image_values as chart_image_values
-from tests.cluster.harness import ClusterHandle, wait_for
-from tests.cluster.realnode import NAME as REAL_NODE
-from tests.cluster.realnode import NODE_IP
+from localcluster.chart import image_values as chart_image_values
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.models import iris_model
+from localcluster.realnode import NAME as REAL_NODE
+from localcluster.realnode import NODE_IP
+from localcluster.tools.kube_schemas import SCHEMA_LOCATION, write_schemas
 from tests.e2e.helpers import service_url, wait_ready
-from tests.models import iris_model
-from tests.tools.kube_schemas import SCHEMA_LOCATION, write_schemas
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ ALL_OPTIONS = ["--set", "networkPolicy.enabled=true", "--set", "podDisruptionBud
 @pytest.fixture(scope="module")
 def tools(cluster: ClusterHandle) -> Path:
     bin_dir = Path(cluster.kubectl_bin).parent
-    subprocess.run([str(REPO / "tests/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
+    subprocess.run([str(REPO / "localcluster/tools/build-tools.sh"), str(bin_dir)], check=True, timeout=1800)
     return bin_dir
 
 

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from tests.cluster import kwok
-from tests.cluster.harness import ClusterHandle, wait_for
-from tests.cluster.realnode import NAME as REAL_NODE
+from localcluster import kwok
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.realnode import NAME as REAL_NODE
 
 pytestmark = pytest.mark.cluster
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle
+from localcluster.harness import ClusterHandle
 
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
@@ -18,10 +18,11 @@ REPO = Path(__file__).resolve().parents[2]
 def test_demo_runs_end_to_end(cluster: ClusterHandle) -> None:
     env = dict(os.environ, DEMO_FAST="1")
     try:
-        out = subprocess.run([sys.executable, "-m", "tests.demo"], cwd=REPO, env=env, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "localcluster.demo"], cwd=REPO, env=env, capture_output=True,
                              text=True, timeout=900, check=False)
     finally:
-        subprocess.run([sys.executable, "-m", "tests.demo", "--stop"], cwd=REPO, capture_output=True, check=False)
+        subprocess.run([sys.executable, "-m", "localcluster.demo", "--stop"], cwd=REPO, capture_output=True,
+                       check=False)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     text = out.stdout
     assert "real-node" in text and "phase: Ready" in text

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore
 from tests.e2e.helpers import act, get, model_deployment, serving_v1_with_v2_verified, wait_ready
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore
 from tests.e2e.helpers import get, model_deployment, model_version, rollout, wait_mv_phase, wait_ready, wait_until
 

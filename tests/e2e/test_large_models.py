@@ -14,10 +14,10 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.cluster.harness import ClusterHandle
+from localcluster.harness import ClusterHandle
+from localcluster.models import external_weights, make_external_data_model
 from tests.e2e.conftest import ModelStore
 from tests.e2e.helpers import GROUP, condition, model_deployment, service_url, wait_mv_phase, wait_ready
-from tests.models import external_weights, make_external_data_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("operator")]
 FEATURES, OUTPUTS = 64, 8

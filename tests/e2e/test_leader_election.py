@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore
 from tests.e2e.helpers import (
     condition,

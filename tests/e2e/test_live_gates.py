@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.models import make_model_rejecting_real_input
 from tests.e2e.conftest import ModelStore, OperatorProcess, running_operator
 from tests.e2e.helpers import (
     condition,
@@ -23,7 +24,6 @@ from tests.e2e.helpers import (
 )
 from tests.e2e.test_live_traffic import Traffic
 from tests.e2e.test_live_traffic import traffic as live_traffic
-from tests.models import make_model_rejecting_real_input
 from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
 from tests.runtime.conftest import free_port
 

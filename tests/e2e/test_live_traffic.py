@@ -13,7 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.models import make_failing_model
+from localcluster.prober import DEFAULT_BODY, Prober, Report
 from tests.e2e.conftest import ModelStore, OperatorProcess
 from tests.e2e.helpers import (
     condition,
@@ -29,8 +31,6 @@ from tests.e2e.helpers import (
     wait_until,
 )
 from tests.e2e.test_kubectl_model import kubectl_model
-from tests.models import make_failing_model
-from tests.prober import DEFAULT_BODY, Prober, Report
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator")]
 RATE = 25.0

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.models import make_model
 from tests.e2e.conftest import ModelStore, OperatorProcess, running_operator
 from tests.e2e.helpers import (
     condition,
@@ -24,7 +25,6 @@ from tests.e2e.helpers import (
     wait_ready,
     wait_until,
 )
-from tests.models import make_model
 from tests.prometheus import Prometheus, static_scrape_config
 from tests.runtime.conftest import ServerProcess, model_dir
 

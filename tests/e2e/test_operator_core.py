@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import OPERATOR_USER, Artifact, ModelStore, OperatorProcess
 from tests.e2e.helpers import (
     MD_LABEL,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle
+from localcluster.harness import ClusterHandle
 from tests.e2e.conftest import OPERATOR_NAMESPACE, OPERATOR_SA, ModelStore
 from tests.e2e.helpers import model_deployment, model_version, wait_ready
 

@@ -15,9 +15,9 @@ from onnx_operator.api import ModelVersion, parse_model_version
 from onnx_operator.api.modeldeployment import Analysis
 from onnx_operator.handlers.gates import read_gates
 
-from tests.cluster.harness import ClusterHandle, wait_for
-from tests.models import make_model
-from tests.prober import Prober
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.models import make_model
+from localcluster.prober import Prober
 from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
 from tests.runtime.conftest import ServerProcess, model_dir
 

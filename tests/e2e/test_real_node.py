@@ -12,8 +12,9 @@ import onnxruntime as ort
 import pytest
 from onnx_operator.desired.serving import GRPC_SERVICE_PORT
 
-from tests.cluster.harness import ClusterHandle, wait_for
-from tests.cluster.realnode import NAME as REAL_NODE
+from localcluster.harness import ClusterHandle, wait_for
+from localcluster.models import iris_model, make_model
+from localcluster.realnode import NAME as REAL_NODE
 from tests.e2e.conftest import ModelStore, OperatorProcess
 from tests.e2e.helpers import (
     MD_LABEL,
@@ -25,7 +26,6 @@ from tests.e2e.helpers import (
     wait_ready,
 )
 from tests.grpc_infer import grpc_infer, wait_grpc_ready
-from tests.models import iris_model, make_model
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [-1.0, 0.0, 2.5, 7.0]]

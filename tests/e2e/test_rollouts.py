@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.cluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle, wait_for
 from tests.e2e.conftest import ModelStore, OperatorProcess
 from tests.e2e.helpers import (
     act,

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster.harness import terminate, wait_for
-from tests.models import make_model
+from localcluster.harness import terminate, wait_for
+from localcluster.models import make_model
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from onnx_server.app import BodyBudget
 from onnx_server.errors import Busy
 
-from tests.models import make_model
+from localcluster.models import make_model
 from tests.runtime.conftest import ServerProcess, model_dir
 
 FOUR_MIB = 4 << 20

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.models import make_model
+from localcluster.models import make_model
 from tests.runtime.stores import tls_context
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import boto3
 
-from tests.models import make_model
+from localcluster.models import make_model
 
 
 def fetch(env: dict[str, str], uri: str, sha: str, dest: Path) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.models import make_model
+from localcluster.models import make_model
 
 
 def run(*args: str) -> tuple[int, dict]:

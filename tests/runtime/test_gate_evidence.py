@@ -9,9 +9,9 @@ from onnx_operator.api import parse_model_version
 from onnx_operator.api.modeldeployment import Analysis
 from onnx_operator.handlers.gates import read_gates, request_count_query
 
-from tests.cluster.harness import wait_for
-from tests.models import make_model
-from tests.prober import Prober
+from localcluster.harness import wait_for
+from localcluster.models import make_model
+from localcluster.prober import Prober
 from tests.prometheus import Prometheus, static_scrape_config
 from tests.runtime.conftest import ServerProcess, free_port, model_dir
 

@@ -21,9 +21,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from tests.cluster.harness import wait_for
+from localcluster.harness import wait_for
+from localcluster.models import make_model
 from tests.grpc_infer import grpc_infer, wait_grpc_ready
-from tests.models import make_model
 from tests.runtime.conftest import ServerProcess, model_dir
 from tests.runtime.models import TABLE, half_model, lookup_model, text_model
 from tests.runtime.test_server import X, expected

@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.cluster.harness import wait_for
-from tests.models import make_model
+from localcluster.harness import wait_for
+from localcluster.models import make_model
 from tests.runtime.conftest import ServerProcess, free_port, model_dir
 
 GOOD = {"id": "r1", "parameters": {"binary_data_output": False},

@@ -17,8 +17,8 @@ from onnx_operator.api import parse_model_deployment, parse_model_version
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.serving import serve_args
 
-from tests.cluster.harness import wait_for
-from tests.models import make_model
+from localcluster.harness import wait_for
+from localcluster.models import make_model
 from tests.runtime.conftest import free_port
 
 pytestmark = pytest.mark.image

@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.models import external_weights, make_external_data_model
+from localcluster.models import external_weights, make_external_data_model
 from tests.runtime.conftest import ServerProcess
 from tests.runtime.stores import FileStore
 

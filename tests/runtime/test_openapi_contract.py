@@ -10,7 +10,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.models import make_model
+from localcluster.models import make_model
 from tests.runtime.conftest import ServerProcess, model_dir
 
 

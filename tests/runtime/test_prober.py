@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import wait_for
-from tests.models import make_model
-from tests.prober import Prober, percentile
+from localcluster.harness import wait_for
+from localcluster.models import make_model
+from localcluster.prober import Prober, percentile
 from tests.runtime.conftest import ServerProcess, model_dir
 
 

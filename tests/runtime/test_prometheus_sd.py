@@ -1,5 +1,5 @@
 """The documented kubernetes_sd scrape config, checked by a promtool that knows Kubernetes discovery
-(Debian's is built without it; tests/tools/build-prometheus.sh builds one, cached)."""
+(Debian's is built without it; localcluster/tools/build-prometheus.sh builds one, cached)."""
 
 from __future__ import annotations
 

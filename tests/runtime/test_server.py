@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.cluster.harness import wait_for
-from tests.models import iris_model, make_model
+from localcluster.harness import wait_for
+from localcluster.models import iris_model, make_model
 from tests.runtime.conftest import ServerProcess, model_dir
 
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]

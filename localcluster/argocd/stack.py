@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.cluster.harness import ClusterHandle, terminate, wait_for
-from tests.cluster.localcluster import free_port, http_ok
+from localcluster.cluster import free_port, http_ok
+from localcluster.harness import ClusterHandle, terminate, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "argocd"

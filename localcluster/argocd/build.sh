@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make argocd-bin`: builds (or reuses) Argo CD's multi-call binary from its Go module (wrapper module in
-# tests/argocd/module) and places it in DEST (default .cluster/bin) with the names it dispatches on.
+# localcluster/argocd/module) and places it in DEST (default .cluster/bin) with the names it dispatches on.
 # Cached per version under $ONNX_OPERATOR_CACHE (default ~/.cache/onnx-operator); Go's module and build
 # caches make a rebuild after a version bump cheaper. ARGOCD_BUILD_PARALLEL sets `go build -p`.
 set -euo pipefail

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.cluster.localcluster import Cluster
+from localcluster.cluster import Cluster
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class ClusterHandle:
         """This checkout's CRDs, served. They win over an earlier writer: on a reused cluster the GitOps
         tests' Argo CD owns their fields, and a changed CRD would otherwise conflict."""
         self.kubectl("apply", "--server-side", "--force-conflicts", "-f",
-                     str(Path(__file__).resolve().parents[2] / "crds"))
+                     str(Path(__file__).resolve().parents[1] / "crds"))
         self.wait_crds_established("modelversions.serving.onnx-operator.io",
                                    "modeldeployments.serving.onnx-operator.io")
 

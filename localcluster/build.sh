@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/versions.env"
-dest=${1:-$here/../../.cluster/bin}
+dest=${1:-$here/../.cluster/bin}
 cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/cluster-bin/${KUBE_VERSION}-etcd${ETCD_VERSION}-kwok${KWOK_VERSION}-node$(cat "$here/pause/main.go" | sha256sum | cut -c1-12)
 bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy etcd kwok pause)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.cluster import hoststate, images, pki
+from localcluster import hoststate, images, pki
 
 NAME = "real-node"
 NODE_IP = hoststate.NODE_IP
@@ -180,7 +180,7 @@ class RealNode:
         path = self.root / "ports.json"
         if path.exists():
             return dict(json.loads(path.read_text()))
-        from tests.cluster.localcluster import free_port
+        from localcluster.cluster import free_port
 
         ports = {k: free_port() for k in ("kubelet", "kubelet_healthz", "proxy_healthz", "proxy_metrics")}
         path.write_text(json.dumps(ports))

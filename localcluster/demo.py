@@ -12,8 +12,8 @@
 
 Nothing runs outside the cluster but the prober and the model store.
 
-    python -m tests.demo           # DEMO_FAST=1: no pauses (what the test runs)
-    python -m tests.demo --stop    # stop the demo's processes and uninstall what it installed
+    python -m localcluster.demo           # DEMO_FAST=1: no pauses (what the test runs)
+    python -m localcluster.demo --stop    # stop the demo's processes and uninstall what it installed
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from typing import Any
 import httpx
 from onnx_operator.cli.render import render_status
 
-from tests.cluster.chart import helm_install_operator, helm_uninstall
-from tests.cluster.localcluster import REPO, Cluster, wait_until
-from tests.cluster.realnode import NODE_IP
-from tests.models import iris_model, make_failing_model
-from tests.prober import Prober
+from localcluster.chart import helm_install_operator, helm_uninstall
+from localcluster.cluster import REPO, Cluster, wait_until
+from localcluster.models import iris_model, make_failing_model
+from localcluster.prober import Prober
+from localcluster.realnode import NODE_IP
 
 NS = "demo"
 OPERATOR_NS = "onnx-operator"

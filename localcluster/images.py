@@ -1,7 +1,7 @@
 """The real node's images: built with buildah, moved into containerd, both steps cached.
 
 No registry is reachable, so every image a pod runs is built here:
-- `pause`: the sandbox image, one static Go binary (tests/cluster/pause) in a `FROM scratch` image;
+- `pause`: the sandbox image, one static Go binary (localcluster/pause) in a `FROM scratch` image;
 - `runtime` and `operator`: the project's two images (runtime-image/build-image.sh).
 Images are tagged with a hash of their sources, so a checkout whose code did not change reuses the
 built image, and containerd re-imports only an image whose buildah ID changed (recorded per name).
@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BUILDAH = ("buildah", "--storage-driver", "vfs")
 # what goes into the project's images (the wheel holds both packages, so both images share the hash)
 SOURCES = ("pyproject.toml", "operator", "runtime-image")

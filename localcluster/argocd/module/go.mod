@@ -1,4 +1,4 @@
-// Wrapper module: builds Argo CD's multi-call binary from its Go module (tests/argocd/build.sh).
+// Wrapper module: builds Argo CD's multi-call binary from its Go module (localcluster/argocd/build.sh).
 // The replace block is copied verbatim from Argo CD's go.mod: replaces are not inherited.
 module onnx-operator.local/argocd
 

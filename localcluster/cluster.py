@@ -4,9 +4,9 @@ one real worker node (realnode.py), started as processes with state under `.clus
 Addresses: the control plane's own ports on 127.0.0.1, the apiserver on the node IP 198.18.0.254
 (pods reach it there), pods in 198.18.0.0/24, Services in 198.19.0.0/16; nothing else.
 
-    python -m tests.cluster up      # idempotent: reuses a running cluster
-    python -m tests.cluster down    # stops every process it started (by pid), removes state
-    python -m tests.cluster status
+    python -m localcluster up      # idempotent: reuses a running cluster
+    python -m localcluster down    # stops every process it started (by pid), removes state
+    python -m localcluster status
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.cluster import hoststate, images, kwok, pki
-from tests.cluster.realnode import NAME as NODE_NAME
-from tests.cluster.realnode import NODE_IP, SERVICE_CIDR, RealNode
+from localcluster import hoststate, images, kwok, pki
+from localcluster.realnode import NAME as NODE_NAME
+from localcluster.realnode import NODE_IP, SERVICE_CIDR, RealNode
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @dataclass(frozen=True)
@@ -157,7 +157,7 @@ class Cluster:
         )
 
     def _build(self) -> None:
-        subprocess.run([str(REPO / "tests/cluster/build.sh"), str(self.paths.bin)], check=True)
+        subprocess.run([str(REPO / "localcluster/build.sh"), str(self.paths.bin)], check=True)
 
     def _spawn(self, name: str, args: list[str], pids: dict[str, int], env: dict[str, str] | None = None) -> int:
         logf = open(self.paths.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -378,7 +378,7 @@ rules:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.cluster", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m localcluster", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "images"],
                         help="images: build (or reuse) the real node's images without starting anything")

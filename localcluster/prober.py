@@ -11,7 +11,7 @@ the address (e.g. a Service ClusterIP), so nothing here knows about Kubernetes.
     report = prober.report()
     assert report.failed == 0, report.describe_failures()
 
-`python -m tests.prober URL MODEL --rate 20 --seconds 30` prints the live summary line.
+`python -m localcluster.prober URL MODEL --rate 20 --seconds 30` prints the live summary line.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-# matches tests.models.make_model(): input `x` [batch, 4] FP32
+# matches localcluster.models.make_model(): input `x` [batch, 4] FP32
 DEFAULT_BODY: dict[str, Any] = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
                                             "data": [1.0, 2.0, 3.0, 4.0]}]}
 MAX_RATE = 2000.0
@@ -273,7 +273,7 @@ def _check(name: str, value: object, ok: bool, expected: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.prober", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m localcluster.prober", description=__doc__.splitlines()[0])
     parser.add_argument("base_url", help="e.g. http://198.19.0.10 (a Service ClusterIP) or http://127.0.0.1:8080")
     parser.add_argument("model", help="model name in /v2/models/<model>/infer")
     parser.add_argument("--rate", type=float, default=20.0, help="requests per second")

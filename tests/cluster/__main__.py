@@ -1,5 +1,0 @@
-import sys
-
-from tests.cluster.localcluster import main
-
-sys.exit(main())
