@@ -154,7 +154,8 @@ def test_serve_command_names_the_model_and_version() -> None:
     args = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
 
     assert args == ["serve", "--model-dir", "/models", "--name", "iris", "--version", "1.0.0",
-                    "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081"]
+                    "--model-deployment", "web", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081",
+                    "--max-connection-age", "30"]
 
 
 def test_serving_pods_expose_a_grpc_port_by_default() -> None:

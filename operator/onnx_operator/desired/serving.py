@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from onnx_operator.api import ModelDeployment, ModelVersion
-from onnx_operator.api.modelversion import RuntimeSettings
+from onnx_operator.api.modelversion import DEFAULT_MAX_CONNECTION_AGE_SECONDS, RuntimeSettings
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
 from onnx_operator.desired.names import (
@@ -48,7 +48,13 @@ def runtime_args(runtime: RuntimeSettings) -> list[str]:
         args.append("--no-prepack")
     if runtime.grpc is False:
         args.append("--no-grpc")
-    return args
+    return [*args, "--max-connection-age", str(connection_age_seconds(runtime))]
+
+
+def connection_age_seconds(runtime: RuntimeSettings) -> int:
+    """How long a client connection to a serving pod lives before it is asked to reconnect."""
+    age = runtime.max_connection_age_seconds
+    return DEFAULT_MAX_CONNECTION_AGE_SECONDS if age is None else age
 
 
 def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) -> list[str]:
@@ -56,7 +62,8 @@ def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) ->
     runtime = effective_runtime(md, mv)
     grpc = [] if runtime.grpc is False else ["--grpc-port", str(config.grpc_port)]
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
-            "--host", "0.0.0.0", "--port", str(config.serving_port), *model_file_args(mv.spec.source), *grpc,
+            "--model-deployment", md.name, "--host", "0.0.0.0", "--port", str(config.serving_port),
+            *model_file_args(mv.spec.source), *grpc,
             *runtime_args(runtime)]
 
 
