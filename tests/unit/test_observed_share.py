@@ -23,8 +23,9 @@ def at(seconds: int) -> str:
 
 def md(strategy: dict[str, Any] | None = None, traffic: dict[str, Any] | None = None,
        status: dict[str, Any] | None = None) -> Any:
+    steps = [{"weight": 50}, {"weight": 100}]
     spec: dict[str, Any] = {"modelVersion": "v2", "replicas": 4,
-                            "strategy": strategy or {"type": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 100}]}}}
+                            "strategy": strategy or {"type": "Canary", "canary": {"steps": steps}}}
     if traffic:
         spec["traffic"] = traffic
     return parse_model_deployment({"metadata": {"name": "web", "namespace": "ns", "uid": "u", "generation": 1},
