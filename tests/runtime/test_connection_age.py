@@ -20,7 +20,9 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from localcluster.models import make_model
+from localcluster.prober import ClientMix, Report
 from tests.runtime.conftest import ServerProcess, model_dir
+from tests.runtime.test_prober import RoundRobin
 from tests.runtime.test_server import X, expected, infer_json
 
 AGE = 0.3  # seconds: short, so that a few seconds of traffic cross many ages
@@ -250,3 +252,38 @@ def test_grpc_call_in_flight_across_the_age_completes(slow_aged: ServerProcess) 
             np.testing.assert_allclose(out, expected(X), rtol=1e-5)
     finally:
         client.close()
+
+
+def spread(age: str, tmp: Path) -> dict[str, Report]:
+    """v1 and v2 behind round-robin TCP balancers (REST and gRPC), all four kinds of client for 3 s."""
+    servers = [ServerProcess(model_dir(tmp / f"v{i}", make_model(scale=float(i))), "--max-connection-age", age,
+                             version=f"{i}.0.0") for i in (1, 2)]
+    rest = RoundRobin([s.port for s in servers])
+    grpc_lb = RoundRobin([int(s.grpc_port or 0) for s in servers])
+    try:
+        mix = ClientMix(rest.url, grpc_lb.url.removeprefix("http://"), "linear", rate=30, max_seconds=3).start()
+        for prober in mix.probers.values():
+            prober.wait(timeout=10)
+        return mix.stop()
+    finally:
+        rest.close()
+        grpc_lb.close()
+        for s in servers:
+            s.stop()
+
+
+def test_every_kind_of_client_reaches_both_backends_when_connections_age(tmp_path: Path) -> None:
+    reports = spread(str(AGE), tmp_path)
+
+    for kind, report in reports.items():
+        assert report.failed == 0, f"{kind}: {report.describe_failures()}"
+        assert report.total >= 80, f"{kind}: {report.summary()}"
+        assert set(report.versions) == {"1.0.0", "2.0.0"}, f"{kind} stayed on one backend: {report.summary()}"
+
+
+def test_without_connection_age_single_connection_clients_stay_pinned(tmp_path: Path) -> None:
+    reports = spread("0", tmp_path)
+
+    assert all(r.failed == 0 for r in reports.values())
+    for kind in ("triton-http", "triton-grpc"):
+        assert len(reports[kind].versions) == 1, f"{kind}: {reports[kind].summary()}"
