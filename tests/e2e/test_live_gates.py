@@ -18,7 +18,6 @@ from localcluster.prober import CLIENTS, MixReport
 from tests.e2e.conftest import ModelStore, OperatorProcess, running_operator
 from tests.e2e.helpers import (
     condition,
-    model_deployment,
     model_version,
     replicas_by_version,
     wait_condition,
@@ -93,7 +92,7 @@ def rolled_back_by_gate(cluster: ClusterHandle, namespace: str, traffic: Traffic
     wait_for("v1's two pods discovered and scraped", lambda: len(scraped_pods(prometheus, namespace)) == 2,
              timeout=60)
     before = mix.elapsed()
-    cluster.apply(model_deployment("web", version, replicas=2, kwok=False, strategy=strategy), namespace)
+    traffic.apply_web(version, 2, strategy=strategy)
     md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=240)
     rolled_back_at = mix.elapsed()
     wait_for(f"the {version} pods gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2},
@@ -152,7 +151,7 @@ def test_grpc_only_traffic_gives_a_good_canary_the_requests_to_pass_its_gates(
     wait_for("v1's two pods discovered and scraped", lambda: len(scraped_pods(prometheus, namespace)) == 2,
              timeout=60)
 
-    cluster.apply(model_deployment("web", "v2", replicas=2, kwok=False, strategy=strategy), namespace)
+    traffic.apply_web("v2", 2, strategy=strategy)
     during = wait_until(cluster, "md", namespace, "web", "the canary's served share in status", lambda o: any(
         v["name"] == "v2" and (v.get("observedShare") or 0) > 0 for v in o["status"].get("versions", [])),
         timeout=180)

@@ -51,17 +51,23 @@ class Traffic:
     def __init__(self, cluster: ClusterHandle, namespace: str, capture: pytest.CaptureFixture[str]) -> None:
         self.cluster, self.namespace, self.capture = cluster, namespace, capture
         self.started: list[ClientMix] = []
+        self.age = AGE
 
     def say(self, line: str) -> None:
         """Past pytest's capture: the prober counts belong in every run's log, passing or not."""
         with self.capture.disabled():
             print(line, flush=True)
 
+    def apply_web(self, version: str, replicas: int, **spec: Any) -> None:
+        """`web` serving `version` on the real node, with the test's connection age unless `spec` sets one."""
+        spec.setdefault("runtime", {"maxConnectionAgeSeconds": self.age})
+        self.cluster.apply(model_deployment("web", version, replicas=replicas, kwok=False, **spec), self.namespace)
+
     def start_web(self, replicas: int, age: int = AGE, kinds: tuple[str, ...] = CLIENTS, **spec: Any) -> ClientMix:
         """`web` serving v1 with `spec`, and the clients sending to its Service once it answers steadily."""
         cluster, ns = self.cluster, self.namespace
-        spec.setdefault("runtime", {"maxConnectionAgeSeconds": age})
-        cluster.apply(model_deployment("web", "v1", replicas=replicas, kwok=False, **spec), ns)
+        self.age = age
+        self.apply_web("v1", replicas, **spec)
         wait_ready(cluster, ns, "web", timeout=240)
         url = service_url(cluster, ns, "web")
         # the zero-failure window opens once the new Service has answered 20 requests in a row: a request
@@ -103,7 +109,7 @@ def test_rolling_update_drops_no_request(cluster: ClusterHandle, namespace: str,
     strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": max_unavailable}}
     prober = traffic.start_web(3, strategy=strategy)
 
-    cluster.apply(model_deployment("web", "v2", replicas=3, kwok=False, strategy=strategy), namespace)
+    traffic.apply_web("v2", 3, strategy=strategy)
     md = wait_until(cluster, "md", namespace, "web", "v2 serving everything", lambda o: o["status"].get(
         "servingVersion") == "v2" and condition(o, "Ready").get("status") == "True", timeout=300)
     wait_for("v1 gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v2": 3}, timeout=120)
@@ -120,7 +126,7 @@ def test_canary_split_follows_the_replicas_and_drops_no_request(
                                                      {"weight": 100}]}}
     prober = traffic.start_web(4, strategy=canary)
 
-    cluster.apply(model_deployment("web", "v2", replicas=4, kwok=False, strategy=canary), namespace)
+    traffic.apply_web("v2", 4, strategy=canary)
     wait_until(cluster, "md", namespace, "web", "step 1 holding for promotion", lambda o: o["status"].get(
         "phase") == "Paused" and replicas_by_version(cluster, namespace, "web") == {"v1": 3, "v2": 1}, timeout=240)
     wait_for("both versions' pods Ready", lambda: get(cluster, "md", namespace, "web")["status"].get(
@@ -159,8 +165,7 @@ def test_a_held_50_percent_step_is_honest_for_keep_alive_and_grpc_clients(
     canary = {"type": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 100}]}}
     mix = traffic.start_web(4, age=HELD_AGE, strategy=canary)
 
-    cluster.apply(model_deployment("web", "v2", replicas=4, kwok=False, strategy=canary,
-                                   runtime={"maxConnectionAgeSeconds": HELD_AGE}), namespace)
+    traffic.apply_web("v2", 4, strategy=canary)
     wait_until(cluster, "md", namespace, "web", "the 50% step held with 2 + 2 pods Ready", lambda o: o["status"].get(
         "phase") == "Paused" and o["status"].get("readyReplicas") == 4
         and replicas_by_version(cluster, namespace, "web") == {"v1": 2, "v2": 2}, timeout=240)
@@ -190,7 +195,7 @@ def test_blue_green_preview_switch_and_rollback_drop_no_request(
     bg = {"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 120}}
     prober = traffic.start_web(2, strategy=bg)
 
-    cluster.apply(model_deployment("web", "v2", replicas=2, kwok=False, strategy=bg), namespace)
+    traffic.apply_web("v2", 2, strategy=bg)
     wait_until(cluster, "md", namespace, "web", "the preview awaiting promotion",
                lambda o: o["status"].get("phase") == "Paused", timeout=240)
     with Prober(service_url(cluster, namespace, "web-preview"), "linear", rate=RATE, max_requests=50) as preview:
@@ -233,8 +238,7 @@ def test_version_whose_pods_never_become_ready_is_rolled_back_without_a_failed_r
     canary = {"type": "Canary", "canary": {"steps": [{"weight": 50, "pause": "5s"}, {"weight": 100}]}}
     prober = traffic.start_web(2, strategy=canary)
 
-    cluster.apply(model_deployment("web", "broken", replicas=2, kwok=False, strategy=canary,
-                                   progressDeadlineSeconds=20), namespace)
+    traffic.apply_web("broken", 2, strategy=canary, progressDeadlineSeconds=20)
     md = wait_until(cluster, "md", namespace, "web", "rolled back", lambda o: condition(
         o, "RolledBack").get("status") == "True", timeout=180)
     wait_for("the broken pods gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2}, timeout=60)
@@ -249,7 +253,7 @@ def test_abort_returns_to_stable_without_a_failed_request(
         cluster: ClusterHandle, namespace: str, traffic: Traffic) -> None:
     canary = {"type": "Canary", "canary": {"steps": [{"weight": 50}, {"weight": 100}]}}
     prober = traffic.start_web(2, strategy=canary)
-    cluster.apply(model_deployment("web", "v2", replicas=2, kwok=False, strategy=canary), namespace)
+    traffic.apply_web("v2", 2, strategy=canary)
     wait_until(cluster, "md", namespace, "web", "the 50% step holding", lambda o: o["status"].get(
         "phase") == "Paused", timeout=240)
 
@@ -269,7 +273,7 @@ def test_canary_completes_through_operator_kills_without_a_failed_request(
     steps = {"type": "Canary", "canary": {"steps": [{"weight": 34, "pause": "3s"}, {"weight": 67, "pause": "3s"},
                                                     {"weight": 100}]}}
     prober = traffic.start_web(3, strategy=steps)
-    cluster.apply(model_deployment("web", "v2", replicas=3, kwok=False, strategy=steps), namespace)
+    traffic.apply_web("v2", 3, strategy=steps)
     rng = random.Random(11)
 
     for _ in range(4):
