@@ -166,7 +166,8 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The docs' table (docs/benchmarks.md includes bench/results/runtime.md): onnx-server's throughput and its ratio to KServe and MLServer, row by row."""
+    """The docs' table (bench/results/runtime.md, included by docs/benchmarks.md): onnx-server's throughput
+    and its ratio to KServe and MLServer, row by row."""
     out = ["| model | format | generator | clients | onnx-server req/s (p50 ms) | KServe | MLServer | "
            "vs KServe | vs MLServer | server CPU us/request: ours, KServe, MLServer |",
            "|---|---|---|---|---|---|---|---|---|---|"]
