@@ -47,7 +47,7 @@ elif [ -t 1 ]; then
   done
   wait "$pid"
   status=$?
-  printf '\r\033[K%s' "$head"
+  printf '\r\033[K%s ...' "$head"
 else
   printf '%s ...' "$head"
   "$@" >"$log" 2>&1 </dev/null
