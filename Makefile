@@ -5,40 +5,49 @@ VENV := .venv
 BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
+# V=1: every set-up phase prints its full output (by default one line each; the output is in .cluster/logs/)
+V ?= 0
+export V
+PHASE := ./localcluster/phase.sh
 
-.PHONY: help deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs run images tools protos
+.PHONY: help model-store deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs docs-check run images tools protos
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 deps: ## install missing system packages (Debian/Ubuntu) listed in .ci/apt-packages.txt
-	@./.ci/install-apt-packages
+	@$(PHASE) deps "system packages (.ci/apt-packages.txt)" --expect "a few minutes when packages are missing" \
+	  -- ./.ci/install-apt-packages
 
 $(BIN)/.installed: pyproject.toml
 	@command -v go >/dev/null || { echo "Go >= 1.26 is required to build the local control plane (https://go.dev/dl)"; exit 1; }
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[operator,server,test,dev]'
+	@$(PHASE) venv "Python virtualenv $(VENV) with every extra (pip)" --expect "1-3 min" -- bash -c \
+	  "$(PY) -m venv $(VENV) && $(BIN)/pip install --upgrade pip && $(BIN)/pip install -e '.[operator,server,test,dev,docs]'"
 	@touch $@
 
 venv: $(BIN)/.installed ## create the virtualenv with every extra
 
 cluster-bin: ## build (or reuse the cached) control-plane and node binaries into .cluster/bin; the cold build takes 8-15 min on 2 idle cores
-	./localcluster/build.sh $(CURDIR)/.cluster/bin
+	@$(PHASE) cluster-bin "Kubernetes, etcd, kwok and pause binaries (Go)" --expect "8-15 min cold, seconds when cached" \
+	  -- ./localcluster/build.sh $(CURDIR)/.cluster/bin
 
 argocd-bin: ## build (or reuse the cached) Argo CD binary (controller, repo server, API server, CLI) into .cluster/bin
-	./localcluster/argocd/build.sh $(CURDIR)/.cluster/bin
+	@$(PHASE) argocd-bin "Argo CD binary (Go)" --expect "4-8 min cold, seconds when cached" \
+	  -- ./localcluster/argocd/build.sh $(CURDIR)/.cluster/bin
 
-cluster: deps venv cluster-bin ## start the local cluster: control plane, kwok nodes, one real node (builds the images)
-	$(BIN)/python -m localcluster up
+cluster: deps venv cluster-bin node-images ## start the local cluster: control plane, kwok nodes, one real node (builds the images)
+	@$(PHASE) cluster "local cluster: control plane, kwok nodes, real node" --expect "about 1.5 min cold, 10 s warm" \
+	  -- $(BIN)/python -m localcluster up
+	@echo "    kubeconfig: $(CURDIR)/.cluster/kubeconfig, kubectl: $(CURDIR)/.cluster/bin/kubectl"
 
 cluster-down: ## stop every process `make cluster` started, restore the host, remove its state
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m localcluster down; fi
 
 node-images: venv cluster-bin ## build (or reuse) the images the real node runs: pause, runtime, operator (cached by source hash)
-	$(BIN)/python -m localcluster images
+	@$(PHASE) node-images "images: pause, runtime, operator (buildah)" --expect "5-8 min cold, seconds when cached" \
+	  -- $(BIN)/python -m localcluster images
 
-test: deps venv lint tools cluster-bin argocd-bin node-images ## run the lint checks and the whole test suite (builds and starts the local cluster with its real node when needed)
+test: deps venv lint docs-check tools cluster-bin argocd-bin node-images ## run the lint checks and the whole test suite (builds and starts the local cluster with its real node when needed)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 unit: venv ## only the pure unit tests
@@ -52,16 +61,25 @@ crds: venv ## regenerate crds/ (and the chart's copy) from the API models
 	$(BIN)/python -m onnx_operator.api.crdgen --out crds/
 	cp crds/*.yaml charts/onnx-operator/crds/
 
-docs: venv ## regenerate the README's field reference and the Argo CD config from their sources
-	$(BIN)/python -m onnx_operator.api.reference --write README.md
+docs: venv ## regenerate the API reference page and the Argo CD config, then build the docs site (build/site)
+	$(BIN)/python -m onnx_operator.api.reference --write docs/reference.md
 	$(BIN)/python examples/argocd/generate.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
+
+docs-check: venv ## the generated docs are up to date and the site builds with --strict (part of `make test`)
+	@$(BIN)/python -m onnx_operator.api.reference --check docs/reference.md
+	@$(PHASE) docs "docs site (mkdocs build --strict)" --expect "about 5 s" \
+	  -- env NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 protos: venv ## regenerate onnx-server's gRPC modules from runtime-image/onnx_server/proto/inference.proto
 	cd runtime-image && ../$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
 	  onnx_server/proto/inference.proto
 
-run: venv ## run the operator in the foreground against .cluster/kubeconfig (or $KUBECONFIG)
-	KUBECONFIG=$(KUBECONFIG) $(BIN)/python -m onnx_operator
+run: venv ## run the operator in the foreground against .cluster/kubeconfig (or $KUBECONFIG), with the local cluster's runtime image
+	@KUBECONFIG=$(KUBECONFIG) exec $(BIN)/python -m localcluster.run_operator
+
+model-store: venv ## serve examples/basic's model on 198.18.0.254:30080 in the foreground (`make demo` runs the same store)
+	@exec $(BIN)/python -m localcluster.model_store
 
 demo: deps venv tools cluster ## the guided demo: the operator (Helm chart) serving real models on the real node
 	$(BIN)/python -m localcluster.demo
@@ -80,9 +98,13 @@ bench: deps venv ## benchmarks; results printed as ratios against a baseline mea
 	$(BIN)/python bench/rollout_bench.py
 
 images: deps venv ## build the runtime and operator images with buildah
-	./runtime-image/build-image.sh runtime
-	./runtime-image/build-image.sh operator
+	@$(PHASE) image-runtime "image localhost/onnx-operator/runtime:0.1.0 (buildah)" --expect "2-5 min" \
+	  -- ./runtime-image/build-image.sh runtime
+	@$(PHASE) image-operator "image localhost/onnx-operator/operator:0.1.0 (buildah)" --expect "1-3 min" \
+	  -- ./runtime-image/build-image.sh operator
 
 tools: venv ## helm, kubeconform and Prometheus (with Kubernetes discovery), built from their Go modules into .cluster/bin
-	./localcluster/tools/build-tools.sh
-	./localcluster/tools/build-prometheus.sh
+	@$(PHASE) tools "helm and kubeconform (Go)" --expect "2-4 min cold, seconds when cached" \
+	  -- ./localcluster/tools/build-tools.sh
+	@$(PHASE) prometheus "Prometheus with Kubernetes discovery (Go)" --expect "3-6 min cold, seconds when cached" \
+	  -- ./localcluster/tools/build-prometheus.sh

@@ -90,13 +90,14 @@ def main() -> None:
         store.httpd.shutdown()
         handle.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     print(f"baseline: a fresh single replica reconciles {baseline:.2f}s after its start")
-    print("| leader stopped by | runs | median | worst | median vs baseline |")
-    print("|---|---|---|---|---|")
+    lines = ["| leader stopped by | runs | median | worst | vs baseline (median) |", "|---|---|---|---|---|"]
     for name, times in rows.items():
         median = statistics.median(times)
-        print(f"| {name} | {len(times)} | {median:.1f} s | {max(times):.1f} s | {median / baseline:.1f}x |")
+        lines.append(f"| {name} | {len(times)} | {median:.1f} s | {max(times):.1f} s | {median / baseline:.1f}x |")
+    print("\n".join(lines))
     out = REPO / "bench" / "results" / "failover.json"
     out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")  # the table docs/high-availability.md includes
     out.write_text(json.dumps({"baseline_seconds": baseline, "runs": rows}, indent=2))
 
 

@@ -170,6 +170,8 @@ def main() -> None:
                 os.sched_setaffinity(0, affinity)
     print("\nRollout under load (real node):\n" + table(rows, pinned))
     (REPO / "bench" / "results" / "rollout.json").write_text(json.dumps({"pinned": pinned, "rows": rows}, indent=2))
+    # the table docs/benchmarks.md includes
+    (REPO / "bench" / "results" / "rollout.md").write_text(table(rows, pinned).split("\n\n")[0] + "\n")
     if any(r["failed"] for r in rows):
         sys.exit("requests failed during a rollout: " + "; ".join(r["failures"] for r in rows if r["failed"]))
 

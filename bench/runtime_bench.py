@@ -201,7 +201,8 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """The README's table: onnx-server's throughput and its ratio to KServe and MLServer, row by row."""
+    """The docs' table (bench/results/runtime.md, included by docs/benchmarks.md): onnx-server's throughput
+    and its ratio to KServe and MLServer, row by row."""
     out = ["| model | format | generator | clients | onnx-server req/s (p50 ms) | KServe | MLServer | "
            "vs KServe | vs MLServer | server CPU us/request: ours, KServe, MLServer |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -277,7 +278,7 @@ def main() -> None:
     RESULTS.with_suffix(".md").write_text(markdown(rows))
     RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,
                                    "ratios": results, "targets": TARGETS}, indent=2))
-    print(f"written {RESULTS.relative_to(REPO)} and the README's table in {RESULTS.with_suffix('.md').name}")
+    print(f"written {RESULTS.relative_to(REPO)} and the docs' table in {RESULTS.with_suffix('.md').name}")
 
 
 if __name__ == "__main__":

@@ -21,17 +21,22 @@ if ! have_all "$cache"; then
   pkg=k8s.io/component-base/version
   ldflags="-s -w -X $pkg.gitVersion=${KUBE_VERSION} -X $pkg.gitMajor=1 -X $pkg.gitMinor=${minor} -X $pkg.gitTreeState=clean"
   echo "building Kubernetes ${KUBE_VERSION}, etcd ${ETCD_VERSION}, kwok ${KWOK_VERSION} (cold build: 8-15 min on 2 cores; cached afterwards)"
+  i=0
   for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
-    t0=$(date +%s)
+    t0=$(date +%s); i=$((i + 1))
+    echo "[$i/9] building $cmd"  # progress lines start with '[' (localcluster/phase.sh shows the latest)
     (cd "$here/k8s" && go build -ldflags "$ldflags" -o "$cache.tmp/$cmd" "k8s.io/kubernetes/cmd/$cmd")
     echo "  built $cmd in $(( $(date +%s) - t0 ))s"
   done
   t0=$(date +%s)
+  echo "[7/9] building etcd"
   (cd "$here/etcd" && go build -ldflags "-s -w" -o "$cache.tmp/etcd" .)
   echo "  built etcd in $(( $(date +%s) - t0 ))s"
   t0=$(date +%s)
+  echo "[8/9] building kwok"
   GOBIN="$cache.tmp" go install -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@${KWOK_VERSION}"
   echo "  built kwok in $(( $(date +%s) - t0 ))s"
+  echo "[9/9] building pause"
   # the sandbox ("pause") image's only binary: no registry is reachable, so it is built here
   (cd "$here/pause" && go build -ldflags "-s -w" -o "$cache.tmp/pause" .)
   rm -rf "$cache" && mv "$cache.tmp" "$cache"

@@ -31,6 +31,9 @@ from localcluster.realnode import NAME as NODE_NAME
 from localcluster.realnode import NODE_IP, SERVICE_CIDR, RealNode
 
 REPO = Path(__file__).resolve().parents[1]
+# the Makefile's set-up phases (localcluster/phase.sh): their logs in .cluster/logs/ survive `down`
+SETUP_PHASES = frozenset({"deps", "venv", "cluster-bin", "argocd-bin", "tools", "prometheus", "node-images",
+                          "cluster", "docs", "image-runtime", "image-operator"})
 
 
 @dataclass(frozen=True)
@@ -337,8 +340,11 @@ class Cluster:
                 node.remove_workloads()
             stop_pid(pid, name)
         node.clean()
-        for child in ("etcd", "logs", "pki", "jobs"):
+        for child in ("etcd", "pki", "jobs"):
             shutil.rmtree(self.paths.root / child, ignore_errors=True)
+        for entry in self.paths.logs.glob("*") if self.paths.logs.is_dir() else ():
+            if entry.name not in {f"{phase}.log" for phase in SETUP_PHASES}:  # set-up logs outlive the cluster
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
         for f in ("state.json", "kubeconfig", "audit-policy.yaml", "kwok-stages.yaml"):
             (self.paths.root / f).unlink(missing_ok=True)
         if not keep_bin:

@@ -33,15 +33,13 @@ from onnx_operator.cli.render import render_status
 
 from localcluster.chart import helm_install_operator, helm_uninstall
 from localcluster.cluster import REPO, Cluster, wait_until
+from localcluster.model_store import STORE, STORE_PORT, write
 from localcluster.models import iris_model, make_failing_model
 from localcluster.prober import Prober
 from localcluster.realnode import NODE_IP
 
 NS = "demo"
 OPERATOR_NS = "onnx-operator"
-# the address examples/basic/ points at: the demo's model store
-STORE_PORT = 30080
-STORE = f"http://{NODE_IP}:{STORE_PORT}"
 FAST = os.environ.get("DEMO_FAST") == "1"
 GROUP = "serving.onnx-operator.io/v1alpha1"
 CANARY = {"type": "Canary", "canary": {"steps": [{"weight": 34, "pause": "15s"}, {"weight": 67, "pause": "15s"},
@@ -94,10 +92,8 @@ class Demo:
         root = self.work / "models"
         files = {"iris/1.0.0/model.onnx": iris_model(), "iris/2.0.0/model.onnx": iris_model(retrained=True),
                  "iris/3.0.0/model.onnx": make_failing_model("float_input", features=2)}
-        for rel, data in files.items():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(data)
-            print(f"  {STORE}/{rel}  sha256 {hashlib.sha256(data).hexdigest()}")
+        for rel, sha in write(root, files).items():
+            print(f"  {STORE}/{rel}  sha256 {sha}")
         pid = self.spawn("demo-models", [sys.executable, "-m", "http.server", str(STORE_PORT), "--bind", NODE_IP,
                                          "--directory", str(root)])
         wait_until("the model store", lambda: httpx.get(f"{STORE}/iris/1.0.0/model.onnx", timeout=2)

@@ -1,6 +1,6 @@
 """A real Prometheus for tests, and the scrape configs it runs with.
 
-`kubernetes_sd_scrape_config()` is the config the README documents for a user's plain Prometheus:
+`kubernetes_sd_scrape_config()` is the config docs/rollouts.md documents for a user's plain Prometheus:
 pod-role discovery filtered on the labels of serving pods, then the `prometheus.io/*` annotations
 the operator puts on them. Point it only at pods that really run on a node: the IPs of simulated
 (kwok) pods are made-up private addresses no traffic may go to.

@@ -3,7 +3,7 @@ controller and the API server (one binary built by `make argocd-bin`), as proces
 
 Argo CD runs out of cluster the way its own Procfile does (ARGOCD_FAKE_IN_CLUSTER: the in-cluster
 destination `https://kubernetes.default.svc` is the kubeconfig's cluster). Its CRDs and base config
-maps are applied from the module it was built from, then our `argocd-cm` patch as the README says.
+maps are applied from the module it was built from, then our `argocd-cm` patch as docs/gitops.md says.
 The API server runs with `--disable-auth` only so that the `argocd` CLI can run resource actions.
 """
 

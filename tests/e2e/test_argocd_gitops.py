@@ -7,7 +7,6 @@ to be synced; `assert_no_drift` then checks that the operator's writes never mak
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 import urllib.request
@@ -252,11 +251,9 @@ def test_chart_application_installs_the_operator_and_becomes_healthy(argocd: Arg
                                f"app.kubernetes.io/instance=gitops-{namespace}", check=False)
 
 
-def test_readme_argocd_section_is_what_the_test_bed_runs(argocd: ArgoCD) -> None:
+def test_gitops_docs_page_is_what_the_test_bed_runs(argocd: ArgoCD) -> None:
     pinned = (REPO / "localcluster/argocd/versions.env").read_text().split("ARGOCD_VERSION=")[1].split()[0]
-    section = README_SECTION.search((REPO / "README.md").read_text())
-    assert section, "README.md lost its '## GitOps with Argo CD' section"
-    text = section.group(0)
+    text = (REPO / "docs" / "gitops.md").read_text()
 
     assert f"kubectl -n argocd patch configmap argocd-cm --patch-file {CM_PATCH.relative_to(REPO)}" in text
     assert "make argocd-bin" in text and f"**{pinned}**" in text
@@ -267,4 +264,3 @@ def test_readme_argocd_section_is_what_the_test_bed_runs(argocd: ArgoCD) -> None
 
 IGNORE_BACKEND_REFS = [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
                         "jqPathExpressions": [".spec.rules[].backendRefs"]}]
-README_SECTION = re.compile(r"^## GitOps with Argo CD\n.*?(?=^## )", re.S | re.M)

@@ -1,5 +1,5 @@
 """Metric gates on the real node under live traffic: a real Prometheus finds the serving pods through
-Kubernetes service discovery (the scrape config the README documents), the operator judges the canary
+Kubernetes service discovery (the scrape config docs/rollouts.md documents), the operator judges the canary
 from what it scraped, and a prober sends requests through the Service from before the change until
 after the rollback. The stable version never fails a request; the only failures allowed are answers
 of the failing version itself, and each test prints how many there were."""

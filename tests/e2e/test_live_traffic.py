@@ -71,7 +71,7 @@ class Traffic:
         wait_ready(cluster, ns, "web", timeout=240)
         url = service_url(cluster, ns, "web")
         # the zero-failure window opens once the new Service has answered 20 requests in a row: a request
-        # in the first second of a brand-new Service's life was once seen to time out (see the README)
+        # in the first second of a brand-new Service's life was once seen to time out (see docs/rollouts.md)
         wait_for("the Service answering 20 in a row", lambda: all(
             httpx.post(f"{url}/v2/models/linear/infer", json=DEFAULT_BODY, timeout=2).status_code == 200
             for _ in range(20)), timeout=60, interval=0.5)

@@ -28,7 +28,17 @@ def test_model_deployment_has_scale_subresource_and_printer_columns() -> None:
     assert crd["spec"]["names"]["categories"] == ["models"]
 
 
-def test_readme_field_reference_matches_the_api_models() -> None:
+def test_docs_field_reference_matches_the_api_models() -> None:
     from onnx_operator.api.reference import main as reference
 
-    assert reference(["--check", str(CRDS.parent / "README.md")]) == 0, "run `make docs`"
+    assert reference(["--check", str(CRDS.parent / "docs" / "reference.md")]) == 0, "run `make docs`"
+
+
+def test_field_reference_links_kubernetes_types_instead_of_expanding_them() -> None:
+    from onnx_operator.api.reference import POD_SCHEDULING, render_reference
+
+    text = render_reference()
+    for field in ("spec.nodeSelector", "spec.tolerations", "spec.affinity"):
+        row = next(line for line in text.splitlines() if line.startswith(f"| `{field}` |"))
+        assert f"]({POD_SCHEDULING})" in row, row
+    assert "spec.affinity.nodeAffinity" not in text and "spec.tolerations[]." not in text

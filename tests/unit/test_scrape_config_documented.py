@@ -1,4 +1,4 @@
-"""The README's plain-Prometheus scrape config is the one the tests run with."""
+"""The docs' plain-Prometheus scrape config (docs/rollouts.md) is the one the tests run with."""
 
 from pathlib import Path
 
@@ -6,11 +6,11 @@ import yaml
 
 from tests.prometheus import SERVING_POD_SELECTOR, kubernetes_sd_scrape_config
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+ROLLOUTS_PAGE = Path(__file__).resolve().parents[2] / "docs" / "rollouts.md"
 
 
-def test_readme_scrape_config_is_the_generated_one() -> None:
-    text = README.read_text()
+def test_documented_scrape_config_is_the_generated_one() -> None:
+    text = ROLLOUTS_PAGE.read_text()
     block = text.split("<!-- scrape-config:begin -->")[1].split("<!-- scrape-config:end -->")[0]
     documented = yaml.safe_load(block.strip().removeprefix("```yaml").removesuffix("```"))
 

@@ -131,7 +131,7 @@ class ModelVersionStatus(ApiModel):
     conditions: list[Condition] = Field(default_factory=list, description="Verified.",
                                         json_schema_extra=keyed_by("type"))
     digest: str | None = Field(None, description="sha256:<hex> of the verified file or archive, or of the "
-                               "folder's manifest (see the README).")
+                               "folder's manifest (see the docs, Large models).")
     size_bytes: int | None = Field(None, description="Total size of the verified files.")
     file_count: int | None = Field(None, description="Number of verified files (1 for a single file).")
     signature: Signature | None = Field(None, description="Signature read from the model.")

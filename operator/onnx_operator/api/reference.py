@@ -1,7 +1,10 @@
-"""The README's field reference, generated from the API models (`make docs`).
+"""The docs' field reference, generated from the API models (`make docs`).
 
-    python -m onnx_operator.api.reference --write README.md   # replace the marked section
-    python -m onnx_operator.api.reference --check README.md   # exit 1 when it is stale
+    python -m onnx_operator.api.reference --write docs/reference.md   # replace the marked section
+    python -m onnx_operator.api.reference --check docs/reference.md   # exit 1 when it is stale
+
+Fields that take Kubernetes' own types (nodeSelector, tolerations, affinity) link to the Kubernetes
+API reference instead of being expanded field by field.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ from onnx_operator.api.modeldeployment import ModelDeploymentSpec
 from onnx_operator.api.modelversion import ModelVersionSpec
 
 START, END = "<!-- reference:start -->", "<!-- reference:end -->"
+POD_SCHEDULING = "https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/pod-v1/#scheduling"
+# spec path -> the type column: Kubernetes' own shapes, documented where Kubernetes documents them
+KUBERNETES_TYPES = {
+    "spec.nodeSelector": f"map of str, as [a Pod's nodeSelector]({POD_SCHEDULING})",
+    "spec.tolerations": f"list of [Toleration]({POD_SCHEDULING}) (Kubernetes)",
+    "spec.affinity": f"[Affinity]({POD_SCHEDULING}) (Kubernetes)",
+}
 
 
 def _type_name(annotation: Any) -> tuple[str, type[BaseModel] | None]:
@@ -48,6 +58,8 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     for name, field in model.model_fields.items():
         path = f"{prefix}.{field.alias or name}"
         type_name, nested = _type_name(field.annotation)
+        if path in KUBERNETES_TYPES:
+            type_name, nested = KUBERNETES_TYPES[path], None
         if field.default is not PydanticUndefined and field.default is not None and not isinstance(
                 field.default, BaseModel):
             default = f"`{field.default}`"
@@ -62,7 +74,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 def render_reference() -> str:
     out = []
     for kind, model in (("ModelVersion", ModelVersionSpec), ("ModelDeployment", ModelDeploymentSpec)):
-        out += [f"#### {kind}", "", "| field | type | default | description |", "|---|---|---|---|",
+        out += [f"## {kind}", "", "| field | type | default | description |", "|---|---|---|---|",
                 *_rows(model, "spec"), ""]
     return "\n".join(out).rstrip() + "\n"
 
