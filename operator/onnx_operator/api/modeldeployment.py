@@ -175,6 +175,12 @@ class VersionStatus(ApiModel):
     replicas: int = 0
     ready_replicas: int = 0
     weight: int = 0
+    stuck_reason: str | None = Field(None, description="Why pods of this version are not becoming Ready: "
+                                     "ModelFetchFailed, ImagePullBackOff, OOMKilled, CrashLoopBackOff, "
+                                     "Unschedulable or CreateContainerError.")
+    stuck_pods: int | None = Field(None, description="How many of its pods are stuck for stuckReason.")
+    last_error: str | None = Field(None, description="The latest error of stuckReason (for a failed model "
+                                   "fetch: the URL and the error).")
 
 
 class ModelDeploymentStatus(ApiModel):

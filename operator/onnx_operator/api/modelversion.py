@@ -85,6 +85,11 @@ class RuntimeSettings(ApiModel):
     grpc: bool | None = Field(
         None, description="Serve the Open Inference Protocol v2 over gRPC too (default true): the pods' `grpc` "
         "port, and on a ModelDeployment the Services' `grpc` port (appProtocol kubernetes.io/h2c).")
+    peer_fetch: bool | None = Field(
+        None, description="New pods fetch the model's files from Ready pods of the same version (each file "
+        "checked against its pinned sha256; the source when no peer answers or a peer's bytes differ), "
+        "so scale-out and rescheduling need no source and no egress (default true). Pods then serve their "
+        "files to pods of the same ModelDeployment on the `peer` port (token from an operator-created Secret).")
 
 
 class ModelVersionSpec(ApiModel):

@@ -53,6 +53,11 @@ def render_status(md: dict[str, Any]) -> list[str]:
             [v["name"], str(v.get("replicas", 0)), f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}",
              f"{v.get('weight', 0)}%"] for v in versions]
         lines += ["", *_table(rows)]
+        for v in versions:
+            if v.get("stuckReason"):
+                count = int(v.get("stuckPods") or 0)
+                lines.append(f"  {v['name']}: {count} pod{'s' if count != 1 else ''} stuck, {v['stuckReason']}: "
+                             f"{v.get('lastError') or ''}")
     gates = rollout.get("gates") or []
     if gates:
         lines += ["", "gates:"]

@@ -7,7 +7,14 @@ import math
 from onnx_operator.api import ModelDeployment, ModelVersion
 from onnx_operator.api.modelversion import RuntimeSettings
 from onnx_operator.config import OperatorConfig
-from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
+from onnx_operator.desired.common import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    TERMINATION_LOG,
+    Obj,
+    object_meta,
+    owner_reference,
+)
 from onnx_operator.desired.names import (
     ANNOTATION_DIGEST,
     LABEL_NAME,
@@ -133,7 +140,11 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "name": "fetch-model",
         "image": config.runtime_image,
         "command": ["onnx-server"],
-        "args": ["fetch", *source_args(mv.spec.source, MODEL_DIR)],
+        "args": ["fetch", *source_args(mv.spec.source, MODEL_DIR), "--termination-message-path", TERMINATION_LOG],
+        # the failure's reason and message (the URL and the error) reach the pod's status, so the operator
+        # can say why a pod is stuck; a crash before the message is written leaves the log's tail instead
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }

@@ -36,7 +36,8 @@ from onnx_operator.handlers.gates import evaluate_gates
 from onnx_operator.metrics import ROLLOUTS
 from onnx_operator.rollout.progressive import Decision, decide, parse_action
 from onnx_operator.rollout.rolling import Observed
-from onnx_operator.rollout.status import Problem, compute_status
+from onnx_operator.rollout.status import Problem, compute_status, stuck_events
+from onnx_operator.rollout.stuck import stuck_pods
 
 LOG = logging.getLogger(__name__)
 KIND = "ModelDeployment"
@@ -49,14 +50,27 @@ def _owned(items: list[Obj], uid: str) -> list[Obj]:
             and not i["metadata"].get("deletionTimestamp")]
 
 
-def _observe(dep: Obj) -> Observed:
+def _observe(dep: Obj, pods: list[Obj]) -> Observed:
     status = dep.get("status") or {}
+    version = dep["metadata"]["labels"][LABEL_VERSION]
     return Observed(
-        version=dep["metadata"]["labels"][LABEL_VERSION],
+        version=version,
         replicas=int(dep["spec"].get("replicas", 0)),
         ready=int(status.get("readyReplicas") or 0),
         updated=int(status.get("observedGeneration") or 0) >= int(dep["metadata"].get("generation", 0)),
+        stuck=stuck_pods([p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_VERSION) == version]),
     )
+
+
+def _observe_versions(ctx: Context, namespace: str, labels: dict[str, str], uid: str) -> tuple[list[Obj],
+                                                                                            dict[str, Observed]]:
+    """The ModelDeployment's Deployments, and per version what they show; pods are read only while some
+    version has fewer Ready pods than it asks for (to say why)."""
+    deps = _owned(ctx.kube.list("apps/v1", "Deployment", namespace, labels), uid)
+    short = any(int((d.get("status") or {}).get("readyReplicas") or 0) < int(d["spec"].get("replicas", 0))
+                for d in deps)
+    pods = ctx.kube.list("v1", "Pod", namespace, labels) if short else []
+    return deps, {o.version: o for o in (_observe(d, pods) for d in deps)}
 
 
 def _problem(md: ModelDeployment, mv_body: Obj | None) -> tuple[Problem | None, ModelVersion | None]:
@@ -185,8 +199,7 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
         return _write(ctx, body, old, new, [])
     labels = serving_labels(name)
     uid = str(body["metadata"]["uid"])
-    deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)
-    observed = {o.version: o for o in map(_observe, deps)}
+    deps, observed = _observe_versions(ctx, namespace, labels, uid)
     problem, mv = _problem(md, kube.get(API_VERSION, "ModelVersion", namespace, md.spec.model_version))
     replicas = _base_replicas(md, observed)
     decision: Decision | None = None
@@ -201,11 +214,11 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
             decision.requeue = min(decision.requeue or analysis.interval_seconds, analysis.interval_seconds)
         Applier(ctx, md, mv, deps, hpas).apply(decision)
         if decision.replicas != {v: o.replicas for v, o in observed.items()}:
-            deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)
-            observed = {o.version: o for o in map(_observe, deps)}
+            deps, observed = _observe_versions(ctx, namespace, labels, uid)
     status = compute_status(md, list(observed.values()), replicas, problem, decision,
                             selector_string(labels), service_url(md), now())
-    delay = _write(ctx, body, old, status.wire(), decision.events if decision else [])
+    events = [*(decision.events if decision else []), *stuck_events(md.status.versions, list(observed.values()))]
+    delay = _write(ctx, body, old, status.wire(), events)
     if decision and len(decision.history) and decision.history != md.status.history:
         last = decision.history[-1]
         ROLLOUTS.labels(str(last.get("strategy")), str(last.get("result"))).inc()
