@@ -40,6 +40,8 @@ class FetchOptions:
     stall_seconds: float = 60.0
     retries: int = 3
     progress_seconds: float = 10.0
+    peer: str | None = None  # http://<peer Service>:<port>: Ready pods of the same version, tried first
+    peer_token: str | None = None
 
 
 class TransientFetchError(FetchFailed):
