@@ -100,8 +100,9 @@ def test_a_new_process_gets_the_model_from_a_peer_while_the_store_is_down(tmp_pa
         assert f"model.onnx: {len(data)} bytes from peer {peer_url}, sha256 matched" in log
         second = ServerProcess(dest, "--no-grpc")
         try:
-            got = httpx.post(second.infer_url, json={"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
-                                                                 "data": sum(ROWS, [])}]}, timeout=10).json()
+            body = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
+                                "data": [v for r in ROWS for v in r]}]}
+            got = httpx.post(second.infer_url, json=body, timeout=10).json()
             expected = ort.InferenceSession(data).run(None, {"x": np.asarray(ROWS, dtype=np.float32)})[0]
             np.testing.assert_allclose(np.asarray(got["outputs"][0]["data"]).reshape(2, -1), expected, rtol=1e-6)
         finally:
