@@ -24,6 +24,7 @@ from onnx_operator.desired.names import (
     serving_labels,
     version_labels,
 )
+from onnx_operator.desired.peer import peer_pod
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 
 MODEL_DIR = "/models"
@@ -115,8 +116,9 @@ def scrape_annotations(config: OperatorConfig) -> dict[str, str]:
 
 
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
-                       replicas: int | None) -> Obj:
-    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
+                       replicas: int | None, peer_ip: str | None = None) -> Obj:
+    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it; `peer_ip`,
+    the version's peer Service ClusterIP, turns peer fetch on."""
     labels = version_labels(md.name, mv.name)
     digest = mv.status.digest or source_digest(mv.spec.source)
     # a user's podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false")
@@ -150,6 +152,14 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     }
     volumes, mounts = source_volume(mv.spec.source)
     fetch["volumeMounts"] += mounts
+    if peer_ip is not None:
+        peer = peer_pod(md, config, peer_ip)
+        fetch["args"] += peer.fetch_args
+        container["args"] += peer.serve_args
+        container["ports"].append(peer.port)
+        fetch["volumeMounts"].append(peer.mount)
+        container["volumeMounts"].append(peer.mount)
+        volumes.append(peer.volume)
     if md.spec.resources:
         # the init container too: a namespace quota may demand limits on every container
         container["resources"] = fetch["resources"] = md.spec.resources.wire()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from onnx_operator.api import (
@@ -22,6 +23,13 @@ from onnx_operator.desired.names import (
     preview_service_name,
     selector_string,
     serving_labels,
+)
+from onnx_operator.desired.peer import (
+    desired_peer_secret,
+    desired_peer_service,
+    peer_fetch_enabled,
+    peer_secret_name,
+    peer_service_name,
 )
 from onnx_operator.desired.serving import (
     desired_deployment,
@@ -109,6 +117,7 @@ class Applier:
         self.kube = ctx.kube
         self.deps = {d["metadata"]["labels"][LABEL_VERSION]: d for d in deps}
         self.hpas = {h["metadata"]["labels"].get(LABEL_VERSION): h for h in hpas}
+        self._secret_ready = False
 
     def apply(self, d: Decision) -> None:
         md, kube, ns = self.md, self.kube, self.md.namespace
@@ -123,6 +132,7 @@ class Applier:
         for version, dep in self.deps.items():
             if version not in d.replicas:
                 kube.delete("apps/v1", "Deployment", ns, dep["metadata"]["name"], dep["metadata"]["uid"])
+                kube.delete("v1", "Service", ns, peer_service_name(md.name, version))
         for version, hpa in self.hpas.items():
             if md.spec.autoscaling is None or not d.replicas.get(version or ""):
                 kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ns, hpa["metadata"]["name"])
@@ -163,12 +173,30 @@ class Applier:
         total = sum(ready.values())
         return round(100 * ready.get(self.md.spec.model_version, 0) / total) if total else 0
 
+    def _peer_ip(self, mv: ModelVersion) -> str | None:
+        """The version's peer Service ClusterIP (the Service and the ModelDeployment's token Secret made
+        first), or None when peer fetch is off: it goes into the pod template, fixed for the version's life."""
+        md, kube, ns = self.md, self.kube, self.md.namespace
+        if not peer_fetch_enabled(md, mv):
+            return None
+        if not self._secret_ready:
+            if kube.get("v1", "Secret", ns, peer_secret_name(md.name)) is None:
+                kube.apply(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
+            self._secret_ready = True
+        svc = desired_peer_service(md, mv.name, self.ctx.config)
+        live = kube.converge(svc, kube.get("v1", "Service", ns, svc["metadata"]["name"]))
+        ip = (live.get("spec") or {}).get("clusterIP")
+        if not ip or ip == "None":
+            raise RuntimeError(f"Service {ns}/{svc['metadata']['name']} has no ClusterIP")
+        return str(ip)
+
     def _deployment(self, version: str, replicas: int) -> None:
         md, kube, ns, auto = self.md, self.kube, self.md.namespace, self.md.spec.autoscaling
         live = self.deps.get(version)
         if version == self.mv.name:
             # with autoscaling the HPA owns replicas: applies leave them out
-            kube.ensure(desired_deployment(md, self.mv, self.ctx.config, None if auto else replicas), live)
+            kube.ensure(desired_deployment(md, self.mv, self.ctx.config, None if auto else replicas,
+                                           self._peer_ip(self.mv)), live)
             if auto is not None and live is None:
                 kube.scale("apps/v1", "Deployment", ns, deployment_name(md.name, version), replicas)
         elif live is None:
@@ -176,7 +204,8 @@ class Applier:
             if other is None or (other.get("status") or {}).get("phase") != "Ready":
                 LOG.warning("Cannot recreate %s/%s for %s: ModelVersion not Ready", ns, version, md.name)
                 return
-            kube.apply(desired_deployment(md, parse_model_version(other), self.ctx.config, replicas))
+            mv = parse_model_version(other)
+            kube.apply(desired_deployment(md, mv, self.ctx.config, replicas, self._peer_ip(mv)))
         elif int(live["spec"].get("replicas", 0)) != replicas and (auto is None or replicas == 0):
             kube.scale("apps/v1", "Deployment", ns, live["metadata"]["name"], replicas)
         if auto is not None and replicas > 0:

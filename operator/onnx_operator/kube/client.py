@@ -89,10 +89,13 @@ class Kube:
 
     def ensure(self, obj: Obj, live: Obj | None) -> bool:
         """Applies `obj` unless `live` already satisfies it; returns whether it wrote."""
+        return self.converge(obj, live) is not live
+
+    def converge(self, obj: Obj, live: Obj | None) -> Obj:
+        """`live` when it already satisfies `obj`, else the object as applied (e.g. to read an assigned IP)."""
         if live is not None and is_satisfied(obj, live):
-            return False
-        self.apply(obj)
-        return True
+            return live
+        return self.apply(obj)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
         self._check_may_write(f"{kind} {namespace}/{name}")
