@@ -145,9 +145,25 @@ class ModelStore:
     def model(self, name: str, scale: float = 1.0) -> Artifact:
         return self.publish(name, make_model(scale))
 
+    def stop(self) -> None:
+        """The store goes away: its port refuses connections from now on."""
+        if self.httpd.socket.fileno() != -1:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore]:
     store = ModelStore(tmp_path_factory.mktemp("models"))
     yield store
-    store.httpd.shutdown()
+    store.stop()
+
+
+@pytest.fixture()
+def own_store(tmp_path: Path) -> Iterator[ModelStore]:
+    """A model store of the test's own, which the test may stop."""
+    root = tmp_path / "store"
+    root.mkdir()
+    store = ModelStore(root)
+    yield store
+    store.stop()
