@@ -11,7 +11,6 @@ store (an HTTP server on the node IP) sent during the scale-out. The operator ru
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.large_model_bench import sha256_of  # noqa: E402
 from bench.real_node import operator_on_real_node  # noqa: E402
 from localcluster.harness import ClusterHandle, wait_for  # noqa: E402
 from localcluster.models import make_external_data_model  # noqa: E402
@@ -31,14 +31,6 @@ from tests.e2e.helpers import GROUP, model_deployment, wait_mv_phase, wait_ready
 RESULTS = REPO / "bench" / "results" / "peer_fetch.json"
 OUTPUTS = 1024  # W is [features, 1024] FP32
 SCALE_TO = 4
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def publish(store: ModelStore, gib: float) -> tuple[dict[str, Any], int]:

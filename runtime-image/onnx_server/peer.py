@@ -21,7 +21,7 @@ from urllib.parse import quote, unquote, urlparse
 import httpx
 
 from onnx_server.errors import ChecksumMismatch, FetchFailed, TooLarge, UnsafePath
-from onnx_server.fetch import CHUNK, safe_relative
+from onnx_server.fetch import CHUNK, file_below, safe_relative
 
 LOG = logging.getLogger(__name__)
 FILES_PREFIX = "/v1/files/"
@@ -43,12 +43,7 @@ def _servable(root: Path, raw: str) -> Path:
     rel = safe_relative(raw)
     if any(part.startswith(".") for part in rel.parts):
         raise UnsafePath(f"{raw!r}: hidden paths (staging folders) are not served")
-    target = root / rel
-    for parent in [target, *target.parents]:
-        if parent == root:
-            break
-        if parent.is_symlink():
-            raise UnsafePath(f"{raw!r}: symlinks are not followed")
+    target = file_below(root, rel, repr(raw))
     if not target.is_file():
         raise FileNotFoundError(raw)
     return target

@@ -5,11 +5,9 @@ the holder of the token reads anything."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,38 +17,11 @@ import onnxruntime as ort
 import pytest
 
 from localcluster.models import make_model
+from tests.e2e.conftest import ModelStore
 from tests.runtime.conftest import ServerProcess, free_port, model_dir
 
 TOKEN = "a" * 64
 ROWS = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]
-
-
-class Store:
-    """The model's source: a plain HTTP server that counts the bytes it sent."""
-
-    def __init__(self, root: Path) -> None:
-        self.sent = 0
-        store = self
-
-        class Handler(http.server.SimpleHTTPRequestHandler):
-            def __init__(self, *a: object, **kw: object) -> None:
-                super().__init__(*a, directory=str(root), **kw)  # type: ignore[arg-type]
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-            def copyfile(self, source, outputfile) -> None:  # type: ignore[no-untyped-def]
-                data = source.read()
-                store.sent += len(data)
-                outputfile.write(data)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture()
@@ -61,12 +32,18 @@ def token_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture()
-def store(tmp_path: Path) -> Iterator[Store]:
+def store(tmp_path: Path) -> Iterator[ModelStore]:
+    """The model's source: an HTTP server on 127.0.0.1 that counts the bytes it sent."""
     root = tmp_path / "store"
     root.mkdir()
-    s = Store(root)
+    s = ModelStore(root, host="127.0.0.1")
     yield s
     s.stop()
+
+
+def source_url(store: ModelStore, name: str) -> str:
+    host, port = store.httpd.server_address[:2]
+    return f"http://{host}:{port}/{name}"
 
 
 def peer_server(tmp_path: Path, data: bytes, token_file: Path) -> tuple[ServerProcess, str]:
@@ -83,12 +60,12 @@ def fetch(*args: str) -> tuple[int, dict, str]:
 
 
 def test_a_new_process_gets_the_model_from_a_peer_while_the_store_is_down(tmp_path: Path, token_file: Path,
-                                                                         store: Store) -> None:
+                                                                         store: ModelStore) -> None:
     data = make_model(scale=1.5)
     sha = hashlib.sha256(data).hexdigest()
     (tmp_path / "store" / "m.onnx").write_bytes(data)
     peer, peer_url = peer_server(tmp_path, data, token_file)
-    source = f"{store.url}/m.onnx"
+    source = source_url(store, "m.onnx")
     store.stop()  # the store is gone: only the peer can help
     try:
         dest = tmp_path / "new"
@@ -113,14 +90,14 @@ def test_a_new_process_gets_the_model_from_a_peer_while_the_store_is_down(tmp_pa
 
 
 def test_altered_bytes_from_a_peer_are_refused_and_the_source_used(tmp_path: Path, token_file: Path,
-                                                                   store: Store) -> None:
+                                                                   store: ModelStore) -> None:
     data, other = make_model(scale=1.0), make_model(scale=3.0)
     sha = hashlib.sha256(data).hexdigest()
     (tmp_path / "store" / "m.onnx").write_bytes(data)
     peer, peer_url = peer_server(tmp_path, other, token_file)  # a peer whose file is not the pinned one
     try:
         dest = tmp_path / "new"
-        code, out, log = fetch("--uri", f"{store.url}/m.onnx", "--sha256", sha, "--dest", str(dest),
+        code, out, log = fetch("--uri", source_url(store, "m.onnx"), "--sha256", sha, "--dest", str(dest),
                                "--peer", peer_url, "--peer-token-file", str(token_file))
     finally:
         peer.stop()
@@ -128,7 +105,7 @@ def test_altered_bytes_from_a_peer_are_refused_and_the_source_used(tmp_path: Pat
     assert code == 0, log
     assert out["peerFiles"] == 0 and (dest / "model.onnx").read_bytes() == data
     assert "not taken from peer" in log and "ChecksumMismatch" in log and "fetching it from the source" in log
-    assert store.sent == len(data)
+    assert store.bytes_sent == len(data)
     assert [p.name for p in dest.iterdir()] == ["model.onnx"]  # nothing of the peer's bytes is left
 
 
@@ -154,13 +131,13 @@ def test_no_token_or_a_wrong_token_reads_nothing(tmp_path: Path, token_file: Pat
 
 
 def test_with_a_wrong_token_and_no_store_the_fetch_fails_naming_the_source(tmp_path: Path, token_file: Path,
-                                                                           store: Store) -> None:
+                                                                           store: ModelStore) -> None:
     data = make_model()
     sha = hashlib.sha256(data).hexdigest()
     peer, peer_url = peer_server(tmp_path, data, token_file)
     wrong = tmp_path / "wrong-token"
     wrong.write_text("c" * 64)
-    source = f"{store.url}/m.onnx"
+    source = source_url(store, "m.onnx")
     store.stop()
     try:
         code, out, log = fetch("--uri", source, "--sha256", sha, "--dest", str(tmp_path / "new"),
@@ -172,12 +149,12 @@ def test_with_a_wrong_token_and_no_store_the_fetch_fails_naming_the_source(tmp_p
     assert "HTTP 403" in log
 
 
-def test_a_folder_comes_file_by_file_from_the_peer(tmp_path: Path, token_file: Path, store: Store) -> None:
+def test_a_folder_comes_file_by_file_from_the_peer(tmp_path: Path, token_file: Path, store: ModelStore) -> None:
     data, extra = make_model(), b"vocabulary\n" * 1000
     peer, peer_url = peer_server(tmp_path, data, token_file)
     (tmp_path / "peer" / "assets").mkdir()
     (tmp_path / "peer" / "assets" / "vocab.txt").write_bytes(extra)
-    source = f"{store.url}/folder/"
+    source = source_url(store, "folder/")
     store.stop()
     try:
         code, out, log = fetch("--uri", source, "--file", f"model.onnx={hashlib.sha256(data).hexdigest()}",
