@@ -43,6 +43,7 @@ class Fetched:
     size_bytes: int  # of every file placed
     file_count: int
     peer_files: int = 0  # how many of them a peer sent (the rest came from the source)
+    peer_errors: tuple[str, ...] = ()  # why a peer's copy was not taken (the first few)
 
 
 def manifest_digest(files: list[SourceFile]) -> str:
@@ -59,6 +60,7 @@ class _Budget:
 
     def __init__(self, opts: FetchOptions) -> None:
         self.opts, self.bytes, self.files, self.peer_files = opts, 0, 0, 0
+        self.peer_errors: list[str] = []
 
     def add_file(self, name: str) -> None:
         self.files += 1
@@ -135,9 +137,10 @@ def _extract(archive: Path, uri: str, tree: Path, opts: FetchOptions) -> _Budget
 
 
 def _download_to(uri: str, target: Path, sha256: str, opts: FetchOptions, budget: int,
-                 peer_path: str | None = None) -> tuple[int, bool]:
+                 peer_path: str | None = None, peer_errors: list[str] | None = None) -> tuple[int, bool]:
     """Fetches one file, from a peer first when one is configured and the file is pinned by its own sha256
-    (`peer_path`: its path in a peer's model folder); returns (size, whether a peer sent it)."""
+    (`peer_path`: its path in a peer's model folder); returns (size, whether a peer sent it). Why a peer's
+    copy was not taken is appended to `peer_errors`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("xb") as out:
         if opts.peer and opts.peer_token and peer_path is not None:
@@ -149,6 +152,8 @@ def _download_to(uri: str, target: Path, sha256: str, opts: FetchOptions, budget
             except ServerError as exc:  # no peer, a refusal or altered bytes: nothing of it is kept
                 LOG.warning("%s: not taken from peer %s (%s: %s); fetching it from the source %s", peer_path,
                             opts.peer, exc.reason, exc.message, uri)
+                if peer_errors is not None:
+                    peer_errors.append(f"{peer_path}: {exc.reason}: {exc.message}"[:300])
                 out.seek(0)
                 out.truncate()
         LOG.info("fetching %s from the source", uri)
@@ -166,7 +171,7 @@ def _fetch_files(uri: str, files: list[SourceFile], tree: Path, opts: FetchOptio
         budget.add_file(entry.path)
         size, from_peer = _download_to(f"{uri}{quote(str(rel))}", tree / rel,
                                        check_sha256(entry.sha256, f"files[{entry.path}]"), opts,
-                                       opts.max_bytes - budget.bytes, str(rel))
+                                       opts.max_bytes - budget.bytes, str(rel), budget.peer_errors)
         budget.add_bytes(entry.path, size)
         budget.peer_files += from_peer
     return budget
@@ -226,14 +231,16 @@ def fetch_model(uri: str, dest: Path, sha256: str | None = None, files: list[Sou
             expected = check_sha256(sha256 or "")
             budget = _Budget(opts)
             budget.add_file(model_file)
-            size, from_peer = _download_to(uri, tree / model_rel, expected, opts, opts.max_bytes, str(model_rel))
+            size, from_peer = _download_to(uri, tree / model_rel, expected, opts, opts.max_bytes, str(model_rel),
+                                           budget.peer_errors)
             budget.add_bytes(model_file, size)
             budget.peer_files += from_peer
             digest = f"sha256:{expected}"
         if not (tree / model_rel).is_file() or (tree / model_rel).is_symlink():
             raise InvalidModel(f"the model file {model_file!r} (--model-file) is not among the fetched files")
         _place(tree, dest)
-        return Fetched(dest / model_rel, digest, budget.bytes, budget.files, budget.peer_files)
+        return Fetched(dest / model_rel, digest, budget.bytes, budget.files, budget.peer_files,
+                       tuple(budget.peer_errors[:5]))
     except OSError as exc:
         raise FetchFailed(f"cannot write into {dest}: {exc.strerror or exc}") from exc
     finally:

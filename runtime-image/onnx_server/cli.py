@@ -82,7 +82,7 @@ def _fetch(args: argparse.Namespace) -> Fetched:
 def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
     got = _fetch(args)
     return {"path": str(got.model_path), "digest": got.digest, "sizeBytes": got.size_bytes,
-            "fileCount": got.file_count, "peerFiles": got.peer_files}
+            "fileCount": got.file_count, "peerFiles": got.peer_files, "peerErrors": list(got.peer_errors)}
 
 
 def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:

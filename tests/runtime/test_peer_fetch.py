@@ -104,6 +104,7 @@ def test_altered_bytes_from_a_peer_are_refused_and_the_source_used(tmp_path: Pat
 
     assert code == 0, log
     assert out["peerFiles"] == 0 and (dest / "model.onnx").read_bytes() == data
+    assert out["peerErrors"][0].startswith("model.onnx: ChecksumMismatch: ")  # the pod's termination message
     assert "not taken from peer" in log and "ChecksumMismatch" in log and "fetching it from the source" in log
     assert store.bytes_sent == len(data)
     assert [p.name for p in dest.iterdir()] == ["model.onnx"]  # nothing of the peer's bytes is left
