@@ -181,7 +181,7 @@ class Applier:
             return None
         if not self._secret_ready:
             if kube.get("v1", "Secret", ns, peer_secret_name(md.name)) is None:
-                kube.apply(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
+                kube.create(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
             self._secret_ready = True
         svc = desired_peer_service(md, mv.name, self.ctx.config)
         live = kube.converge(svc, kube.get("v1", "Service", ns, svc["metadata"]["name"]))
