@@ -96,6 +96,7 @@ bench: deps venv ## benchmarks; results printed as ratios against a baseline mea
 	$(BIN)/python bench/large_model_bench.py
 	$(BIN)/python bench/failover_bench.py
 	$(BIN)/python bench/rollout_bench.py
+	$(BIN)/python bench/peer_fetch_bench.py
 
 images: deps venv ## build the runtime and operator images with buildah
 	@$(PHASE) image-runtime "image localhost/onnx-operator/runtime:0.1.0 (buildah)" --expect "2-5 min" \

@@ -9,6 +9,7 @@ half-written is ever served. The digest of a folder is the sha256 of its canonic
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import stat
@@ -20,8 +21,11 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import quote, urlparse
 
-from onnx_server.errors import FetchFailed, InvalidArgument, InvalidModel, TooLarge, UnsafePath
+from onnx_server.errors import FetchFailed, InvalidArgument, InvalidModel, ServerError, TooLarge, UnsafePath
 from onnx_server.fetch import CHUNK, MODEL_FILE, FetchOptions, check_sha256, download, safe_relative
+from onnx_server.peer import fetch_from_peer
+
+LOG = logging.getLogger(__name__)
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
@@ -38,6 +42,8 @@ class Fetched:
     digest: str  # sha256:<hex> of the file, the archive, or the folder's manifest
     size_bytes: int  # of every file placed
     file_count: int
+    peer_files: int = 0  # how many of them a peer sent (the rest came from the source)
+    peer_errors: tuple[str, ...] = ()  # why a peer's copy was not taken (the first few)
 
 
 def manifest_digest(files: list[SourceFile]) -> str:
@@ -53,7 +59,8 @@ class _Budget:
     """Bytes and files still allowed; exceeding either is TooLarge (archive bombs, huge folders)."""
 
     def __init__(self, opts: FetchOptions) -> None:
-        self.opts, self.bytes, self.files = opts, 0, 0
+        self.opts, self.bytes, self.files, self.peer_files = opts, 0, 0, 0
+        self.peer_errors: list[str] = []
 
     def add_file(self, name: str) -> None:
         self.files += 1
@@ -129,10 +136,28 @@ def _extract(archive: Path, uri: str, tree: Path, opts: FetchOptions) -> _Budget
     return budget
 
 
-def _download_to(uri: str, target: Path, sha256: str, opts: FetchOptions, budget: int) -> int:
+def _download_to(uri: str, target: Path, sha256: str, opts: FetchOptions, budget: int,
+                 peer_path: str | None = None, peer_errors: list[str] | None = None) -> tuple[int, bool]:
+    """Fetches one file, from a peer first when one is configured and the file is pinned by its own sha256
+    (`peer_path`: its path in a peer's model folder); returns (size, whether a peer sent it). Why a peer's
+    copy was not taken is appended to `peer_errors`."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("xb") as out:
-        return download(uri, out, sha256, opts, budget)
+        if opts.peer and opts.peer_token and peer_path is not None:
+            try:
+                size = fetch_from_peer(opts.peer, peer_path, opts.peer_token, out, sha256, budget,
+                                       opts.stall_seconds)
+                LOG.info("%s: %d bytes from peer %s, sha256 matched", peer_path, size, opts.peer)
+                return size, True
+            except ServerError as exc:  # no peer, a refusal or altered bytes: nothing of it is kept
+                LOG.warning("%s: not taken from peer %s (%s: %s); fetching it from the source %s", peer_path,
+                            opts.peer, exc.reason, exc.message, uri)
+                if peer_errors is not None:
+                    peer_errors.append(f"{peer_path}: {exc.reason}: {exc.message}"[:300])
+                out.seek(0)
+                out.truncate()
+        LOG.info("fetching %s from the source", uri)
+        return download(uri, out, sha256, opts, budget), False
 
 
 def _fetch_files(uri: str, files: list[SourceFile], tree: Path, opts: FetchOptions) -> _Budget:
@@ -144,9 +169,11 @@ def _fetch_files(uri: str, files: list[SourceFile], tree: Path, opts: FetchOptio
             raise InvalidArgument(f"files: {entry.path!r} is listed twice")
         seen.add(str(rel))
         budget.add_file(entry.path)
-        size = _download_to(f"{uri}{quote(str(rel))}", tree / rel, check_sha256(entry.sha256, f"files[{entry.path}]"),
-                            opts, opts.max_bytes - budget.bytes)
+        size, from_peer = _download_to(f"{uri}{quote(str(rel))}", tree / rel,
+                                       check_sha256(entry.sha256, f"files[{entry.path}]"), opts,
+                                       opts.max_bytes - budget.bytes, str(rel), budget.peer_errors)
         budget.add_bytes(entry.path, size)
+        budget.peer_files += from_peer
     return budget
 
 
@@ -195,6 +222,8 @@ def fetch_model(uri: str, dest: Path, sha256: str | None = None, files: list[Sou
             digest = manifest_digest(files)
         elif is_archive(uri):
             expected = check_sha256(sha256 or "")
+            if opts.peer:  # peers hold the extracted files, whose digests nothing here pins
+                LOG.info("%s is an archive: fetched from the source, not from peers", uri)
             _download_to(uri, staging / "archive", expected, opts, opts.max_bytes)
             budget = _extract(staging / "archive", uri, tree, opts)
             digest = f"sha256:{expected}"
@@ -202,12 +231,16 @@ def fetch_model(uri: str, dest: Path, sha256: str | None = None, files: list[Sou
             expected = check_sha256(sha256 or "")
             budget = _Budget(opts)
             budget.add_file(model_file)
-            budget.add_bytes(model_file, _download_to(uri, tree / model_rel, expected, opts, opts.max_bytes))
+            size, from_peer = _download_to(uri, tree / model_rel, expected, opts, opts.max_bytes, str(model_rel),
+                                           budget.peer_errors)
+            budget.add_bytes(model_file, size)
+            budget.peer_files += from_peer
             digest = f"sha256:{expected}"
         if not (tree / model_rel).is_file() or (tree / model_rel).is_symlink():
             raise InvalidModel(f"the model file {model_file!r} (--model-file) is not among the fetched files")
         _place(tree, dest)
-        return Fetched(dest / model_rel, digest, budget.bytes, budget.files)
+        return Fetched(dest / model_rel, digest, budget.bytes, budget.files, budget.peer_files,
+                       tuple(budget.peer_errors[:5]))
     except OSError as exc:
         raise FetchFailed(f"cannot write into {dest}: {exc.strerror or exc}") from exc
     finally:

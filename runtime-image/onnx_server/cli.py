@@ -12,6 +12,7 @@ from typing import Any
 from onnx_server.bundle import Fetched, SourceFile, fetch_model
 from onnx_server.errors import InvalidArgument, ServerError
 from onnx_server.fetch import DEFAULT_MAX_BYTES, DEFAULT_MAX_FILES, MODEL_FILE, FetchOptions
+from onnx_server.peer import PeerFileServer, read_token
 
 MESSAGE_LIMIT = 4000  # bytes; Kubernetes keeps at most 4096 of a termination message
 
@@ -58,17 +59,30 @@ def _source_files(items: list[str] | None) -> list[SourceFile] | None:
     return files
 
 
+def _peer_token(args: argparse.Namespace) -> str | None:
+    if not getattr(args, "peer", None):
+        return None
+    if not args.peer_token_file:
+        raise InvalidArgument("--peer needs --peer-token-file")
+    try:
+        return read_token(Path(args.peer_token_file))
+    except ServerError as exc:  # the source still works: peers are an optimisation, never a requirement
+        logging.getLogger(__name__).warning("peer fetch off: %s", exc.message)
+        return None
+
+
 def _fetch(args: argparse.Namespace) -> Fetched:
     opts = FetchOptions(pvc_root=Path(args.pvc_root), max_bytes=args.max_bytes, max_files=args.max_files,
                         stall_seconds=args.stall_seconds, retries=args.retries,
-                        progress_seconds=args.progress_seconds)
+                        progress_seconds=args.progress_seconds, peer=getattr(args, "peer", None),
+                        peer_token=_peer_token(args))
     return fetch_model(args.uri, Path(args.dest), args.sha256, _source_files(args.file), args.model_file, opts)
 
 
 def cmd_fetch(args: argparse.Namespace) -> dict[str, Any]:
     got = _fetch(args)
     return {"path": str(got.model_path), "digest": got.digest, "sizeBytes": got.size_bytes,
-            "fileCount": got.file_count}
+            "fileCount": got.file_count, "peerFiles": got.peer_files, "peerErrors": list(got.peer_errors)}
 
 
 def cmd_verify(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,6 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
     plane.load()  # fail fast (exit non-zero) on a bad model, before listening
+    if args.peer_port is not None:
+        if not args.peer_token_file:
+            raise InvalidArgument("--peer-port needs --peer-token-file")
+        # its own port and thread, apart from the inference frontends; it ends with the process
+        PeerFileServer(Path(args.model_dir), Path(args.peer_token_file), args.host, args.peer_port).start()
     serve(settings, plane)
 
 
@@ -146,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most open connections per protocol (default: from the memory and descriptor limits)")
     serve.add_argument("--model-deployment", default="", metavar="NAME",
                        help="the ModelDeployment served: the `modeldeployment` label of every metric")
+    serve.add_argument("--peer-port", type=int, default=None,
+                       help="also serve the model's files to peers of the same ModelDeployment on this port")
+    serve.add_argument("--peer-token-file", default=None, help="the token peers must present (a mounted Secret)")
     serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model (one file, an archive or a folder) into DEST"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):
@@ -167,6 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a transfer that receives nothing for this long is retried, then FetchFailed")
         p.add_argument("--retries", type=int, default=3, help="retries of a transient network failure (resumed)")
         p.add_argument("--progress-seconds", type=float, default=10.0, help="log bytes and rate this often")
+        if name == "fetch":
+            p.add_argument("--peer", default=None, metavar="URL",
+                           help="http://HOST:PORT of Ready pods of the same version: each pinned file is tried "
+                           "there first and kept only if its sha256 matches; else the source")
+            p.add_argument("--peer-token-file", default=None, help="the token the peers ask for")
         p.set_defaults(run=cmd_fetch if name == "fetch" else cmd_verify)
     return parser
 

@@ -40,6 +40,8 @@ class FetchOptions:
     stall_seconds: float = 60.0
     retries: int = 3
     progress_seconds: float = 10.0
+    peer: str | None = None  # http://<peer Service>:<port>: Ready pods of the same version, tried first
+    peer_token: str | None = None
 
 
 class TransientFetchError(FetchFailed):
@@ -61,16 +63,21 @@ def check_sha256(sha256: str, field: str = "--sha256") -> str:
     return expected
 
 
-def _pvc_file(uri: str, pvc_root: Path) -> Path:
-    parsed = urlparse(uri)
-    rel = safe_relative(f"{parsed.netloc}{unquote(parsed.path)}")
-    root = pvc_root.resolve()
-    target = pvc_root / rel
+def file_below(root: Path, rel: PurePosixPath, what: str) -> Path:
+    """root/rel, refused (UnsafePath) when it or a folder between it and root is a symlink."""
+    target = root / rel
     for parent in [target, *target.parents]:
-        if parent == pvc_root:
+        if parent == root:
             break
         if parent.is_symlink():
-            raise UnsafePath(f"{uri}: symlinks are not followed ({parent})")
+            raise UnsafePath(f"{what}: symlinks are not followed ({parent})")
+    return target
+
+
+def _pvc_file(uri: str, pvc_root: Path) -> Path:
+    parsed = urlparse(uri)
+    target = file_below(pvc_root, safe_relative(f"{parsed.netloc}{unquote(parsed.path)}"), uri)
+    root = pvc_root.resolve()
     if not target.resolve().is_relative_to(root):
         raise UnsafePath(f"{uri} resolves outside the volume root {root}")
     return target

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -131,10 +132,24 @@ class ModelStore:
 
     def __init__(self, root: Path, host: str = NODE_IP) -> None:
         self.root = root
-        handler = lambda *a, **kw: http.server.SimpleHTTPRequestHandler(  # noqa: E731
-            *a, directory=str(root), **kw)
-        self.httpd = http.server.ThreadingHTTPServer((host, 0), handler)
-        self.httpd.RequestHandlerClass.log_message = lambda *a, **kw: None  # type: ignore[method-assign]
+        self.bytes_sent = 0  # body bytes of every answer: what the model's source served (egress)
+        store = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def __init__(self, *a: Any, **kw: Any) -> None:
+                super().__init__(*a, directory=str(root), **kw)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def copyfile(self, source: Any, outputfile: Any) -> None:
+                while chunk := source.read(1 << 20):
+                    outputfile.write(chunk)
+                    with store.lock:
+                        store.bytes_sent += len(chunk)
+
+        self.lock = threading.Lock()
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def publish(self, name: str, data: bytes) -> Artifact:
@@ -145,9 +160,25 @@ class ModelStore:
     def model(self, name: str, scale: float = 1.0) -> Artifact:
         return self.publish(name, make_model(scale))
 
+    def stop(self) -> None:
+        """The store goes away: its port refuses connections from now on."""
+        if self.httpd.socket.fileno() != -1:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStore]:
     store = ModelStore(tmp_path_factory.mktemp("models"))
     yield store
-    store.httpd.shutdown()
+    store.stop()
+
+
+@pytest.fixture()
+def own_store(tmp_path: Path) -> Iterator[ModelStore]:
+    """A model store of the test's own, which the test may stop."""
+    root = tmp_path / "store"
+    root.mkdir()
+    store = ModelStore(root)
+    yield store
+    store.stop()

@@ -180,6 +180,12 @@ class VersionStatus(ApiModel):
     observed_share: float | None = Field(None, ge=0, le=1, description="During a rollout, the fraction of this "
                                          "ModelDeployment's requests this version answered in the last minute, "
                                          "read from Prometheus (absent without one).")
+    stuck_reason: str | None = Field(None, description="Why pods of this version are not becoming Ready: "
+                                     "ModelFetchFailed, ImagePullBackOff, OOMKilled, CrashLoopBackOff, "
+                                     "Unschedulable or CreateContainerError.")
+    stuck_pods: int | None = Field(None, description="How many of its pods are stuck for stuckReason.")
+    last_error: str | None = Field(None, description="The latest error of stuckReason (for a failed model "
+                                   "fetch: the URL and the error).")
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -106,6 +106,11 @@ class RuntimeSettings(ApiModel):
                                         "protocol (default: sized from the memory limit and the descriptor limit). "
                                         "At the cap the longest-idle connection is closed, else a new one gets "
                                         "503 with Retry-After.")
+    peer_fetch: bool | None = Field(
+        None, description="New pods fetch the model's files from Ready pods of the same version (each file "
+        "checked against its pinned sha256; the source when no peer answers or a peer's bytes differ), "
+        "so scale-out and rescheduling need no source and no egress (default true). Pods then serve their "
+        "files to pods of the same ModelDeployment on the `peer` port (token from an operator-created Secret).")
 
 
 class ModelVersionSpec(ApiModel):

@@ -7,6 +7,7 @@ from typing import Any
 from onnx_operator.api import API_VERSION
 
 Obj = dict[str, Any]
+TERMINATION_LOG = "/dev/termination-log"  # where onnx-server writes its JSON result for the pod's status
 
 RESTRICTED_CONTAINER: Obj = {
     "runAsNonRoot": True,

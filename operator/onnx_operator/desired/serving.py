@@ -7,7 +7,14 @@ import math
 from onnx_operator.api import ModelDeployment, ModelVersion
 from onnx_operator.api.modelversion import DEFAULT_MAX_CONNECTION_AGE_SECONDS, RuntimeSettings
 from onnx_operator.config import OperatorConfig
-from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
+from onnx_operator.desired.common import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    TERMINATION_LOG,
+    Obj,
+    object_meta,
+    owner_reference,
+)
 from onnx_operator.desired.names import (
     ANNOTATION_DIGEST,
     LABEL_NAME,
@@ -17,6 +24,7 @@ from onnx_operator.desired.names import (
     serving_labels,
     version_labels,
 )
+from onnx_operator.desired.peer import peer_pod
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 
 MODEL_DIR = "/models"
@@ -129,8 +137,9 @@ def scrape_annotations(config: OperatorConfig) -> dict[str, str]:
 
 
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
-                       replicas: int | None) -> Obj:
-    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it."""
+                       replicas: int | None, peer_ip: str | None = None) -> Obj:
+    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it; `peer_ip`,
+    the version's peer Service ClusterIP, turns peer fetch on."""
     labels = version_labels(md.name, mv.name)
     digest = mv.status.digest or source_digest(mv.spec.source)
     # a user's podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false")
@@ -154,12 +163,24 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "name": "fetch-model",
         "image": config.runtime_image,
         "command": ["onnx-server"],
-        "args": ["fetch", *source_args(mv.spec.source, MODEL_DIR)],
+        "args": ["fetch", *source_args(mv.spec.source, MODEL_DIR), "--termination-message-path", TERMINATION_LOG],
+        # the failure's reason and message (the URL and the error) reach the pod's status, so the operator
+        # can say why a pod is stuck; a crash before the message is written leaves the log's tail instead
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR}, {"name": "tmp", "mountPath": "/tmp"}],
     }
     volumes, mounts = source_volume(mv.spec.source)
     fetch["volumeMounts"] += mounts
+    if peer_ip is not None:
+        peer = peer_pod(md, config, peer_ip)
+        fetch["args"] += peer.fetch_args
+        container["args"] += peer.serve_args
+        container["ports"].append(peer.port)
+        fetch["volumeMounts"].append(peer.mount)
+        container["volumeMounts"].append(peer.mount)
+        volumes.append(peer.volume)
     if md.spec.resources:
         # the init container too: a namespace quota may demand limits on every container
         container["resources"] = fetch["resources"] = md.spec.resources.wire()

@@ -23,6 +23,11 @@ def source_args(source: Source, dest: str) -> list[str]:
     return ["--uri", source.uri, *pin, *model_file_args(source), "--dest", dest]
 
 
+def is_archive(source: Source) -> bool:
+    """What onnx-server extracts (it decides by the same suffixes)."""
+    return urlparse(source.uri).path.lower().endswith((".tar", ".tar.gz", ".tgz", ".zip"))
+
+
 def model_file_args(source: Source) -> list[str]:
     return ["--model-file", source.model_file] if source.model_file != DEFAULT_MODEL_FILE else []
 

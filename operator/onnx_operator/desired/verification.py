@@ -9,7 +9,14 @@ from typing import Any
 from onnx_operator.api import ModelVersion, Signature
 from onnx_operator.api import conditions as reasons
 from onnx_operator.config import OperatorConfig
-from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
+from onnx_operator.desired.common import (
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    TERMINATION_LOG,
+    Obj,
+    object_meta,
+    owner_reference,
+)
 from onnx_operator.desired.names import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -20,7 +27,6 @@ from onnx_operator.desired.names import (
 from onnx_operator.desired.source import source_args, source_volume
 
 WORK_DIR = "/work"
-TERMINATION_LOG = "/dev/termination-log"
 KNOWN_FAILURES = {reasons.CHECKSUM_MISMATCH, reasons.FETCH_FAILED, reasons.INVALID_MODEL,
                   reasons.UNSAFE_PATH, reasons.TOO_LARGE, reasons.INVALID_ARGUMENT}
 # exit codes of `onnx-server verify` (onnx_server/errors.py) that no retry can fix: the Job fails at once

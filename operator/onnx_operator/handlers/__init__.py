@@ -85,4 +85,15 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
         if namespace is not None:
             await loop.request("mv", namespace, labels[LABEL_MODEL_VERSION])
 
+    @kopf.on.event("", "v1", "pods", registry=registry, labels={LABEL_MANAGED_BY: MANAGED_BY})
+    async def owned_pod_event(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
+        """A pod's state (an image pull backing off, a failed fetch, an OOM kill) changes no Deployment or Job
+        status: its owner is looked at again so its status can say why the pod is stuck."""
+        if namespace is None:
+            return
+        if labels.get(LABEL_COMPONENT) == "serving" and labels.get(LABEL_DEPLOYMENT):
+            await loop.request("md", namespace, labels[LABEL_DEPLOYMENT])
+        elif labels.get(LABEL_COMPONENT) == "verify" and labels.get(LABEL_MODEL_VERSION):
+            await loop.request("mv", namespace, labels[LABEL_MODEL_VERSION])
+
     return loop

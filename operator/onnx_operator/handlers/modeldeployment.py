@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 from onnx_operator.api import (
@@ -22,6 +23,13 @@ from onnx_operator.desired.names import (
     preview_service_name,
     selector_string,
     serving_labels,
+)
+from onnx_operator.desired.peer import (
+    desired_peer_secret,
+    desired_peer_service,
+    peer_fetch_enabled,
+    peer_secret_name,
+    peer_service_name,
 )
 from onnx_operator.desired.serving import (
     connection_age_seconds,
@@ -46,7 +54,8 @@ from onnx_operator.metrics import ROLLOUTS
 from onnx_operator.rollout.progressive import Decision, decide, parse_action
 from onnx_operator.rollout.rolling import Observed
 from onnx_operator.rollout.share import UNDER_SERVED, track_share
-from onnx_operator.rollout.status import Problem, compute_status
+from onnx_operator.rollout.status import Problem, compute_status, stuck_events
+from onnx_operator.rollout.stuck import stuck_pods
 
 LOG = logging.getLogger(__name__)
 KIND = "ModelDeployment"
@@ -60,14 +69,27 @@ def _owned(items: list[Obj], uid: str) -> list[Obj]:
             and not i["metadata"].get("deletionTimestamp")]
 
 
-def _observe(dep: Obj) -> Observed:
+def _observe(dep: Obj, pods: list[Obj]) -> Observed:
     status = dep.get("status") or {}
+    version = dep["metadata"]["labels"][LABEL_VERSION]
     return Observed(
-        version=dep["metadata"]["labels"][LABEL_VERSION],
+        version=version,
         replicas=int(dep["spec"].get("replicas", 0)),
         ready=int(status.get("readyReplicas") or 0),
         updated=int(status.get("observedGeneration") or 0) >= int(dep["metadata"].get("generation", 0)),
+        stuck=stuck_pods([p for p in pods if (p["metadata"].get("labels") or {}).get(LABEL_VERSION) == version]),
     )
+
+
+def _observe_versions(ctx: Context, namespace: str, labels: dict[str, str], uid: str) -> tuple[list[Obj],
+                                                                                            dict[str, Observed]]:
+    """The ModelDeployment's Deployments, and per version what they show; pods are read only while some
+    version has fewer Ready pods than it asks for (to say why)."""
+    deps = _owned(ctx.kube.list("apps/v1", "Deployment", namespace, labels), uid)
+    short = any(int((d.get("status") or {}).get("readyReplicas") or 0) < int(d["spec"].get("replicas", 0))
+                for d in deps)
+    pods = ctx.kube.list("v1", "Pod", namespace, labels) if short else []
+    return deps, {o.version: o for o in (_observe(d, pods) for d in deps)}
 
 
 def _problem(md: ModelDeployment, mv_body: Obj | None) -> tuple[Problem | None, ModelVersion | None]:
@@ -106,6 +128,7 @@ class Applier:
         self.kube = ctx.kube
         self.deps = {d["metadata"]["labels"][LABEL_VERSION]: d for d in deps}
         self.hpas = {h["metadata"]["labels"].get(LABEL_VERSION): h for h in hpas}
+        self._secret_ready = False
 
     def apply(self, d: Decision) -> None:
         md, kube, ns = self.md, self.kube, self.md.namespace
@@ -120,6 +143,7 @@ class Applier:
         for version, dep in self.deps.items():
             if version not in d.replicas:
                 kube.delete("apps/v1", "Deployment", ns, dep["metadata"]["name"], dep["metadata"]["uid"])
+                kube.delete("v1", "Service", ns, peer_service_name(md.name, version))
         for version, hpa in self.hpas.items():
             if md.spec.autoscaling is None or not d.replicas.get(version or ""):
                 kube.delete("autoscaling/v2", "HorizontalPodAutoscaler", ns, hpa["metadata"]["name"])
@@ -149,12 +173,30 @@ class Applier:
     def _ready(self) -> dict[str, int]:
         return {v: int((dep.get("status") or {}).get("readyReplicas") or 0) for v, dep in self.deps.items()}
 
+    def _peer_ip(self, mv: ModelVersion) -> str | None:
+        """The version's peer Service ClusterIP (the Service and the ModelDeployment's token Secret made
+        first), or None when peer fetch is off: it goes into the pod template, fixed for the version's life."""
+        md, kube, ns = self.md, self.kube, self.md.namespace
+        if not peer_fetch_enabled(md, mv):
+            return None
+        if not self._secret_ready:
+            if kube.get("v1", "Secret", ns, peer_secret_name(md.name)) is None:
+                kube.create(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
+            self._secret_ready = True
+        svc = desired_peer_service(md, mv.name, self.ctx.config)
+        live = kube.converge(svc, kube.get("v1", "Service", ns, svc["metadata"]["name"]))
+        ip = (live.get("spec") or {}).get("clusterIP")
+        if not ip or ip == "None":
+            raise RuntimeError(f"Service {ns}/{svc['metadata']['name']} has no ClusterIP")
+        return str(ip)
+
     def _deployment(self, version: str, replicas: int) -> None:
         md, kube, ns, auto = self.md, self.kube, self.md.namespace, self.md.spec.autoscaling
         live = self.deps.get(version)
         if version == self.mv.name:
             # with autoscaling the HPA owns replicas: applies leave them out
-            kube.ensure(desired_deployment(md, self.mv, self.ctx.config, None if auto else replicas), live)
+            kube.ensure(desired_deployment(md, self.mv, self.ctx.config, None if auto else replicas,
+                                           self._peer_ip(self.mv)), live)
             if auto is not None and live is None:
                 kube.scale("apps/v1", "Deployment", ns, deployment_name(md.name, version), replicas)
         elif live is None:
@@ -162,7 +204,8 @@ class Applier:
             if other is None or (other.get("status") or {}).get("phase") != "Ready":
                 LOG.warning("Cannot recreate %s/%s for %s: ModelVersion not Ready", ns, version, md.name)
                 return
-            kube.apply(desired_deployment(md, parse_model_version(other), self.ctx.config, replicas))
+            mv = parse_model_version(other)
+            kube.apply(desired_deployment(md, mv, self.ctx.config, replicas, self._peer_ip(mv)))
         elif int(live["spec"].get("replicas", 0)) != replicas and (auto is None or replicas == 0):
             kube.scale("apps/v1", "Deployment", ns, live["metadata"]["name"], replicas)
         if auto is not None and replicas > 0:
@@ -185,8 +228,7 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
         return _write(ctx, body, old, new, [])
     labels = serving_labels(name)
     uid = str(body["metadata"]["uid"])
-    deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)
-    observed = {o.version: o for o in map(_observe, deps)}
+    deps, observed = _observe_versions(ctx, namespace, labels, uid)
     problem, mv = _problem(md, kube.get(API_VERSION, "ModelVersion", namespace, md.spec.model_version))
     replicas = _base_replicas(md, observed)
     decision: Decision | None = None
@@ -201,8 +243,7 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
             decision.requeue = min(decision.requeue or analysis.interval_seconds, analysis.interval_seconds)
         Applier(ctx, md, mv, deps, hpas).apply(decision)
         if decision.replicas != {v: o.replicas for v, o in observed.items()}:
-            deps = _owned(kube.list("apps/v1", "Deployment", namespace, labels), uid)
-            observed = {o.version: o for o in map(_observe, deps)}
+            deps, observed = _observe_versions(ctx, namespace, labels, uid)
     weights = intended_weights(md, sorted(observed), {v: o.ready for v, o in observed.items()},
                                decision.active if decision else None,
                                decision.rollout if decision else md.status.rollout,
@@ -210,7 +251,8 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     shares = _observe_split(ctx, md, mv, observed, decision, weights) if decision and mv else {}
     status = compute_status(md, list(observed.values()), replicas, problem, decision,
                             selector_string(labels), service_url(md), now(), weights=weights, shares=shares)
-    delay = _write(ctx, body, old, status.wire(), decision.events if decision else [])
+    events = [*(decision.events if decision else []), *stuck_events(md.status.versions, list(observed.values()))]
+    delay = _write(ctx, body, old, status.wire(), events)
     if decision and len(decision.history) and decision.history != md.status.history:
         last = decision.history[-1]
         ROLLOUTS.labels(str(last.get("strategy")), str(last.get("result"))).inc()

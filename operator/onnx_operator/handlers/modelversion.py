@@ -15,9 +15,11 @@ from onnx_operator.desired.verification import (
     signature_mismatch,
 )
 from onnx_operator.handlers.context import Context, live_status, now
+from onnx_operator.rollout.stuck import stuck_pods
 
 LOG = logging.getLogger(__name__)
 KIND = "ModelVersion"
+VERIFY_FETCHERS = frozenset({"verify"})  # its failure while the Job retries is a failed fetch (or check)
 
 
 def _job_finished(job: dict[str, Any]) -> bool:
@@ -48,8 +50,11 @@ def _next_status(mv: ModelVersion, ctx: Context, generation: int) -> dict[str, A
     if job is None or not _job_finished(job):
         st.phase = "Verifying"
         st.verification_job = job_name
-        st.conditions = set_condition(st.conditions, "Verified", False, r.VERIFYING,
-                                      f"Job {job_name} is downloading and checking the model", generation, now())
+        stuck = None if job is None else stuck_pods(
+            ctx.kube.list("v1", "Pod", mv.namespace, {"job-name": job_name}), VERIFY_FETCHERS)
+        reason, message = (stuck.reason, f"Job {job_name}: {stuck.describe()}") if stuck else (
+            r.VERIFYING, f"Job {job_name} is downloading and checking the model")
+        st.conditions = set_condition(st.conditions, "Verified", False, reason, message, generation, now())
     else:
         result = _result_from_pods(ctx.kube.list("v1", "Pod", mv.namespace, {"job-name": job_name}))
         mismatch = signature_mismatch(mv.spec.signature, result.signature) if result.ok else None
@@ -83,8 +88,10 @@ def reconcile_model_version(ctx: Context, namespace: str, name: str) -> float | 
         new = _next_status(mv, ctx, generation)
     if new != old:
         ctx.kube.patch_status(API_VERSION, KIND, namespace, name, old, new)
-        if new.get("phase") != old.get("phase"):
-            verified: dict[str, Any] = next((c for c in new.get("conditions", []) if c["type"] == "Verified"), {})
-            ctx.kube.event(body, "Warning" if new["phase"] == "Failed" else "Normal",
+        verified: dict[str, Any] = next((c for c in new.get("conditions", []) if c["type"] == "Verified"), {})
+        was: dict[str, Any] = next((c for c in old.get("conditions", []) if c["type"] == "Verified"), {})
+        if new.get("phase") != old.get("phase") or verified.get("reason") != was.get("reason"):
+            warn = new["phase"] == "Failed" or verified.get("reason") not in (r.VERIFYING, r.VERIFIED)
+            ctx.kube.event(body, "Warning" if warn else "Normal",
                            verified.get("reason", new["phase"]), f"{new['phase']}: {verified.get('message', '')}")
     return None

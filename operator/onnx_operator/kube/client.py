@@ -89,10 +89,26 @@ class Kube:
 
     def ensure(self, obj: Obj, live: Obj | None) -> bool:
         """Applies `obj` unless `live` already satisfies it; returns whether it wrote."""
-        if live is not None and is_satisfied(obj, live):
+        return self.converge(obj, live) is not live
+
+    def create(self, obj: Obj) -> bool:
+        """Creates `obj` unless it exists (for objects written once, e.g. a Secret: needs only `create`,
+        not the `patch` that server-side apply takes); returns whether it created it."""
+        meta = obj["metadata"]
+        self._check_may_write(f"{obj['kind']} {meta.get('namespace')}/{meta['name']}")
+        try:
+            self._resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=meta.get("namespace"),
+                                                                  _request_timeout=TIMEOUT)
+        except ConflictError:
             return False
-        self.apply(obj)
+        LOG.info("Created %s %s/%s", obj["kind"], meta.get("namespace"), meta["name"])
         return True
+
+    def converge(self, obj: Obj, live: Obj | None) -> Obj:
+        """`live` when it already satisfies `obj`, else the object as applied (e.g. to read an assigned IP)."""
+        if live is not None and is_satisfied(obj, live):
+            return live
+        return self.apply(obj)
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
         self._check_may_write(f"{kind} {namespace}/{name}")

@@ -139,9 +139,10 @@ def decide(md: ModelDeployment, observed: dict[str, Observed], replicas: int, di
     strategy = spec.strategy.type
     target_new = replicas if strategy != "Canary" else _canary_target(md, state, replicas)
     if new_ready < target_new and seconds_between(started, now) > spec.progress_deadline_seconds:
+        cause = f": {new.stuck.describe()}" if new and new.stuck else ""
         return _rollback(d, md, state, stable, replicas, DEADLINE,
-                         f"{new_ready}/{target_new} pods of {desired} ready after {spec.progress_deadline_seconds}s",
-                         now)
+                         f"{new_ready}/{target_new} pods of {desired} ready after "
+                         f"{spec.progress_deadline_seconds}s{cause}", now)
     unsure_since = hold_on_gates(state, gates, now)
     failing = [g for g in gates if g.failed]
     if failing:

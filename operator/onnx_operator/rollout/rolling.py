@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from onnx_operator.rollout.stuck import StuckPods
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -14,6 +16,7 @@ class Observed:
     replicas: int
     ready: int
     updated: bool = True  # status.observedGeneration caught up with metadata.generation
+    stuck: StuckPods | None = None  # why some of its pods are not becoming Ready
 
 
 @dataclass(frozen=True)

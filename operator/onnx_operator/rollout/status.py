@@ -46,6 +46,7 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
     rolled_back = decision.rolled_back if decision else None
     rollout = (decision.rollout if decision else prev.rollout) or None
     conds = list(prev.conditions)
+    stuck = stuck_summary(observed, desired)
     if problem is not None:
         conds = set_condition(conds, "Degraded", problem.degraded, problem.reason, problem.message, gen, now)
         conds = set_condition(conds, "Progressing", not problem.degraded, problem.reason, problem.message, gen, now)
@@ -66,6 +67,8 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
             elif rollout and rollout.get("gatesInconclusiveSince"):
                 conds = set_condition(conds, "Progressing", True, GATES_INCONCLUSIVE,
                                       f"{progress} holds: {inconclusive_message(rollout)}", gen, now)
+            elif stuck is not None:
+                conds = set_condition(conds, "Progressing", True, stuck[0], f"{progress}; {stuck[1]}", gen, now)
             else:
                 conds = set_condition(conds, "Progressing", True, r.ROLLOUT_IN_PROGRESS, progress, gen, now)
     if rolled_back is not None or any(c.type == "RolledBack" for c in conds):
@@ -73,9 +76,11 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
                               rolled_back[0] if rolled_back else r.AS_EXPECTED,
                               rolled_back[1] if rolled_back else "", gen, now)
     ready = problem is None and rolled_back is None and complete and new_ready >= desired_replicas
-    conds = set_condition(conds, "Ready", ready, r.REPLICAS_READY if ready else (
-        problem.reason if problem else (rolled_back[0] if rolled_back else r.REPLICAS_NOT_READY)),
-        f"{new_ready}/{desired_replicas} pods of {desired} ready", gen, now)
+    not_ready = problem.reason if problem else (rolled_back[0] if rolled_back else (
+        stuck[0] if stuck else r.REPLICAS_NOT_READY))
+    conds = set_condition(conds, "Ready", ready, r.REPLICAS_READY if ready else not_ready,
+                          f"{new_ready}/{desired_replicas} pods of {desired} ready"
+                          + (f"; {stuck[1]}" if stuck and not ready else ""), gen, now)
     if (problem is not None and problem.degraded) or rolled_back is not None:
         phase = "Degraded"
     elif ready:
@@ -93,7 +98,10 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
         "versions": [VersionStatus(name=o.version, replicas=o.replicas, ready_replicas=o.ready,
                                    weight=weights[o.version] if weights and o.version in weights
                                    else _weight(o, observed, decision),
-                                   observed_share=(shares or {}).get(o.version))
+                                   observed_share=(shares or {}).get(o.version),
+                                   stuck_reason=o.stuck.reason if o.stuck else None,
+                                   stuck_pods=o.stuck.count if o.stuck else None,
+                                   last_error=o.stuck.message if o.stuck else None)
                      for o in sorted(observed, key=lambda o: o.version)],
         "replicas": sum(o.replicas for o in observed),
         "ready_replicas": sum(o.ready for o in observed),
@@ -121,3 +129,21 @@ def _weight(o: Observed, observed: list[Observed], decision: Decision | None) ->
         return 100 if o.version == decision.active else 0
     ready = sum(x.ready for x in observed)
     return round(100 * o.ready / ready) if ready else 0
+
+
+def stuck_summary(observed: list[Observed], desired: str) -> tuple[str, str] | None:
+    """(reason, message) naming every version with stuck pods; the reason is the desired version's cause
+    when it has one."""
+    stuck = sorted((o for o in observed if o.stuck), key=lambda o: (o.version != desired, o.version))
+    if not stuck:
+        return None
+    return stuck[0].stuck.reason, "; ".join(f"{o.version}: {o.stuck.describe()}" for o in stuck)  # type: ignore[union-attr]
+
+
+def stuck_events(previous: list[VersionStatus], observed: list[Observed]) -> list[tuple[str, str, str]]:
+    """A Warning Event per version whose pods became stuck, or stuck for another reason, since the last
+    status (not one per reconcile)."""
+    before = {v.name: v.stuck_reason for v in previous}
+    return [("Warning", o.stuck.reason, f"{o.version}: {o.stuck.describe()}")
+            for o in sorted(observed, key=lambda o: o.version)
+            if o.stuck is not None and before.get(o.version) != o.stuck.reason]
