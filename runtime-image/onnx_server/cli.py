@@ -95,7 +95,12 @@ def cmd_serve(args: argparse.Namespace) -> None:
             max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
             warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
             max_buffered_bytes=args.max_buffered_bytes,
-            model_file=args.model_file, prepack=not args.no_prepack)
+            model_file=args.model_file, prepack=not args.no_prepack, namespace=args.namespace,
+            payload_log_url=args.payload_log_url, payload_log_sample_rate=args.payload_log_sample_rate,
+            payload_log_mode=args.payload_log_mode,
+            payload_log_ca_file=Path(args.payload_log_ca_file) if args.payload_log_ca_file else None,
+            payload_log_max_queue_events=args.payload_log_max_queue_events,
+            payload_log_max_queue_bytes=args.payload_log_max_queue_bytes)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -127,6 +132,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-buffered-bytes", type=int, default=None,
                        help="most body bytes held over all requests; others wait (default 2x --max-body-bytes)")
     serve.add_argument("--grace-seconds", type=float, default=25, help="SIGTERM: wait this long for in-flight work")
+    serve.add_argument("--namespace", default="", help="the pod's Kubernetes namespace (payload log events carry it)")
+    log = serve.add_argument_group("payload logging", "sampled requests/responses as CloudEvents (HTTP binary mode)")
+    log.add_argument("--payload-log-url", help="the sink (http:// or https://); absent: no payload logging")
+    log.add_argument("--payload-log-sample-rate", type=float, default=1.0,
+                     help="share of requests logged, 0..1 (counter sampler: exactly this share)")
+    log.add_argument("--payload-log-mode", choices=["request", "response", "both"], default="both")
+    log.add_argument("--payload-log-ca-file", help="CA bundle for an https sink (default: the system's)")
+    log.add_argument("--payload-log-max-queue-events", type=int, default=1000,
+                     help="most events waiting for the sink; more are dropped (counted)")
+    log.add_argument("--payload-log-max-queue-bytes", type=int, default=32 << 20,
+                     help="most tensor bytes waiting for the sink; more are dropped (counted)")
     serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model (one file, an archive or a folder) into DEST"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -30,6 +31,19 @@ class ServerSettings(BaseModel):
     max_elements: int = Field(16 << 20, ge=1, description="Most elements in one input tensor.")
     max_output_bytes: int = Field(256 << 20, ge=1024, description="Most bytes of outputs in one response.")
     grace_seconds: float = Field(25, ge=0, le=600, description="How long SIGTERM waits for in-flight requests.")
+    namespace: str = Field("", max_length=63, description="Kubernetes namespace of the serving pod (payload "
+                           "log events carry it).")
+    payload_log_url: str | None = Field(None, pattern=r"^https?://", description="Sink of sampled requests "
+                                        "and responses as CloudEvents (None = no payload logging).")
+    payload_log_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests logged (counter "
+                                           "sampler: exactly this share, evenly spread).")
+    payload_log_mode: Literal["request", "response", "both"] = Field("both", description="What is logged.")
+    payload_log_ca_file: Path | None = Field(None, description="CA bundle the https sink's certificate is "
+                                             "checked against (default: the system's).")
+    payload_log_max_queue_events: int = Field(1000, ge=1, le=1_000_000, description="Most events waiting for "
+                                              "the sink; more are dropped and counted.")
+    payload_log_max_queue_bytes: int = Field(32 << 20, ge=1024, description="Most tensor bytes waiting for the "
+                                             "sink; more are dropped and counted.")
 
     @property
     def body_budget_bytes(self) -> int:
