@@ -17,6 +17,7 @@ from onnx_operator.desired.names import (
     serving_labels,
     version_labels,
 )
+from onnx_operator.desired.payload_logging import payload_log_args, payload_log_ca_volume
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 
 MODEL_DIR = "/models"
@@ -57,7 +58,7 @@ def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) ->
     grpc = [] if runtime.grpc is False else ["--grpc-port", str(config.grpc_port)]
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
             "--host", "0.0.0.0", "--port", str(config.serving_port), *model_file_args(mv.spec.source), *grpc,
-            *runtime_args(runtime)]
+            *runtime_args(runtime), *payload_log_args(md)]
 
 
 def container_ports(runtime: RuntimeSettings, config: OperatorConfig) -> list[Obj]:
@@ -139,6 +140,8 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     }
     volumes, mounts = source_volume(mv.spec.source)
     fetch["volumeMounts"] += mounts
+    ca_volumes, ca_mounts = payload_log_ca_volume(md)
+    container["volumeMounts"] += ca_mounts
     if md.spec.resources:
         # the init container too: a namespace quota may demand limits on every container
         container["resources"] = fetch["resources"] = md.spec.resources.wire()
@@ -155,7 +158,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
                 "initContainers": [fetch],
                 "containers": [container],
                 "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}},
-                            *volumes],
+                            *volumes, *ca_volumes],
                 **placement(md),
             },
         },
