@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs run images tools protos
+.PHONY: help deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs run images tools protos monitoring
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -45,12 +45,15 @@ unit: venv ## only the pure unit tests
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check operator runtime-image localcluster tests bench
-	$(BIN)/mypy --strict operator/onnx_operator runtime-image/onnx_server
+	$(BIN)/ruff check operator runtime-image localcluster tests bench monitoring
+	$(BIN)/mypy --strict operator/onnx_operator runtime-image/onnx_server monitoring
 
 crds: venv ## regenerate crds/ (and the chart's copy) from the API models
 	$(BIN)/python -m onnx_operator.api.crdgen --out crds/
 	cp crds/*.yaml charts/onnx-operator/crds/
+
+monitoring: venv ## regenerate the chart's Grafana dashboard and alert rules (and the plain rules file) from monitoring/
+	$(BIN)/python -m monitoring
 
 docs: venv ## regenerate the README's field reference and the Argo CD config from their sources
 	$(BIN)/python -m onnx_operator.api.reference --write README.md

@@ -32,6 +32,8 @@ MD_WEIGHT = Gauge("onnx_operator_modeldeployment_weight_percent", "Intended shar
                   "ModelVersion, in percent", [*MD, "modelversion"])
 MD_INCONCLUSIVE = Gauge("onnx_operator_modeldeployment_gates_inconclusive_since_timestamp_seconds",
                         "Since when the running canary's gates have been inconclusive (absent: they are not)", MD)
+MD_REPLICAS = Gauge("onnx_operator_modeldeployment_replicas", "Serving pods of all versions (status.replicas)", MD)
+MD_READY = Gauge("onnx_operator_modeldeployment_ready_replicas", "Ready serving pods of all versions", MD)
 MD_ROLLBACKS = Counter("onnx_operator_modeldeployment_rollbacks", "Rollouts of each ModelDeployment that ended "
                        "back on the stable version (RolledBack by a gate or deadline, or Aborted)", MD)
 
@@ -44,6 +46,8 @@ class ModelDeploymentSeries:
     degraded: bool
     step: int
     steps: int
+    replicas: int
+    ready_replicas: int
     weights: dict[str, int]  # ModelVersion name -> percent
     inconclusive_since: float | None  # unix seconds
 
@@ -59,6 +63,8 @@ def status_series(status: dict[str, Any]) -> ModelDeploymentSeries:
         degraded=conds.get("Degraded") == "True",
         step=int(rollout["stepIndex"]) + 1 if canary else 0,
         steps=int(rollout.get("stepCount", 0)) if canary else 0,
+        replicas=int(status.get("replicas") or 0),
+        ready_replicas=int(status.get("readyReplicas") or 0),
         weights={str(v["name"]): int(v.get("weight", 0)) for v in status.get("versions") or []},
         inconclusive_since=parse_time(str(since)).timestamp() if since else None,
     )
@@ -77,6 +83,8 @@ def record_model_deployment(namespace: str, name: str, status: dict[str, Any]) -
         MD_DEGRADED.labels(namespace, name).set(1 if series.degraded else 0)
         MD_STEP.labels(namespace, name).set(series.step)
         MD_STEPS.labels(namespace, name).set(series.steps)
+        MD_REPLICAS.labels(namespace, name).set(series.replicas)
+        MD_READY.labels(namespace, name).set(series.ready_replicas)
         MD_ROLLBACKS.labels(namespace, name)  # the series exists from 0, so increase() sees the first rollback
         for gone in _weights.get(key, set()) - set(series.weights):
             MD_WEIGHT.remove(namespace, name, gone)
@@ -105,7 +113,7 @@ def forget_all_model_deployments() -> None:
 def _forget(namespace: str, name: str) -> None:
     for phase in PHASES:
         _remove(MD_PHASE, namespace, name, phase)
-    for gauge in (MD_DEGRADED, MD_STEP, MD_STEPS, MD_INCONCLUSIVE, MD_ROLLBACKS):
+    for gauge in (MD_DEGRADED, MD_STEP, MD_STEPS, MD_REPLICAS, MD_READY, MD_INCONCLUSIVE, MD_ROLLBACKS):
         _remove(gauge, namespace, name)
     for version in _weights.pop((namespace, name), set()):
         _remove(MD_WEIGHT, namespace, name, version)
