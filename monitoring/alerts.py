@@ -32,7 +32,7 @@ class Thresholds:
 DEFAULTS = Thresholds()
 TOKENS = Thresholds(**{f.name: f"@@{f.name}@@" for f in fields(Thresholds)})
 PROMETHEUS_TEMPLATE = re.compile(r"\{\{.*?\}\}")
-SERVING_BY = "namespace, model, version"
+SERVING_BY = "namespace, modeldeployment, model, version"
 MD_BY = "namespace, modeldeployment"
 
 

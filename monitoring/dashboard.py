@@ -3,7 +3,7 @@ the operator itself. Plain dicts in Grafana's dashboard JSON model (schemaVersio
 writes it, and the tests check it against the typed models of grafana-foundation-sdk and run every query
 against a real Prometheus.
 
-Queries use the dashboard's variables: $namespace, $model, $version, $modeldeployment (multi-value regexes),
+Queries use the dashboard's variables: $namespace, $modeldeployment, $model, $version (multi-value regexes),
 $datasource, and Grafana's $__rate_interval."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 Obj = dict[str, Any]
 DS: Obj = {"type": "prometheus", "uid": "${datasource}"}
 UID = "onnx-operator"
-SERVING = 'namespace=~"$namespace", model=~"$model", version=~"$version"'
+SERVING = 'namespace=~"$namespace", modeldeployment=~"$modeldeployment", model=~"$model", version=~"$version"'
 MD = 'namespace=~"$namespace", modeldeployment=~"$modeldeployment"'
 RATE = "[$__rate_interval]"
 NOT_2XX = ', code!~"2.."'
@@ -101,8 +101,8 @@ ROLLOUT_PANELS = (
         f"(onnx_operator_modeldeployment_weight_percent{{{MD}}}) / 100", "{{modeldeployment}} {{modelversion}}"),),
         "The traffic share the operator intends for each served ModelVersion (status.versions[].weight)."),
     Panel("Observed share per version", "timeseries", "percentunit", (Query(
-        f"sum by (namespace, model, version) ({requests()}) / ignoring (version) group_left "
-        f"sum by (namespace, model) ({requests()})", "{{model}} {{version}}"),),
+        f"sum by (namespace, modeldeployment, version) ({requests(MD)}) / ignoring (version) group_left "
+        f"sum by (namespace, modeldeployment) ({requests(MD)})", "{{modeldeployment}} {{version}}"),),
         "Each version's request rate over the sum over versions: the split the serving pods really saw."),
     Panel("Rollbacks", "timeseries", "none", (Query(
         f"sum by (namespace, modeldeployment) (increase(onnx_operator_modeldeployment_rollbacks_total{{{MD}}}"

@@ -95,7 +95,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
             warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
             max_buffered_bytes=args.max_buffered_bytes,
-            model_file=args.model_file, prepack=not args.no_prepack, namespace=args.namespace,
+            model_file=args.model_file, prepack=not args.no_prepack,
+            max_connection_age_seconds=args.max_connection_age, model_deployment=args.model_deployment,
+            namespace=args.namespace,
             payload_log_url=args.payload_log_url, payload_log_sample_rate=args.payload_log_sample_rate,
             payload_log_mode=args.payload_log_mode,
             payload_log_ca_file=Path(args.payload_log_ca_file) if args.payload_log_ca_file else None,
@@ -132,6 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-buffered-bytes", type=int, default=None,
                        help="most body bytes held over all requests; others wait (default 2x --max-body-bytes)")
     serve.add_argument("--grace-seconds", type=float, default=25, help="SIGTERM: wait this long for in-flight work")
+    serve.add_argument("--max-connection-age", type=float, default=30, metavar="SECONDS",
+                       help="end a connection older than this (+/-10%%) after its next response (REST: Connection: "
+                       "close; gRPC: GOAWAY), so keep-alive and gRPC clients rebalance across pods; 0 never does")
+    serve.add_argument("--model-deployment", default="", metavar="NAME",
+                       help="the ModelDeployment served: the `modeldeployment` label of every metric")
     serve.add_argument("--namespace", default="", help="the pod's Kubernetes namespace (payload log events carry it)")
     log = serve.add_argument_group("payload logging", "sampled requests/responses as CloudEvents (HTTP binary mode)")
     log.add_argument("--payload-log-url", help="the sink (http:// or https://); absent: no payload logging")

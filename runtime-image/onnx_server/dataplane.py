@@ -40,13 +40,14 @@ def payload_logger(settings: ServerSettings, metrics: Metrics) -> PayloadLogger 
         PayloadLogSettings(settings.payload_log_url, settings.payload_log_sample_rate, settings.payload_log_mode,
                            settings.payload_log_ca_file, settings.payload_log_max_queue_events,
                            settings.payload_log_max_queue_bytes),
-        Source(settings.name, settings.version, settings.namespace), metrics.registry)
+        Source(settings.name, settings.version, settings.namespace, settings.model_deployment), metrics.registry,
+        metrics.labels)
 
 
 class DataPlane:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.metrics = Metrics(settings.name, settings.version)
+        self.metrics = Metrics(settings.name, settings.version, settings.model_deployment)
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False

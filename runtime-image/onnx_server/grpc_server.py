@@ -129,6 +129,15 @@ class InferenceService:
         })
 
 
+def connection_age_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """GOAWAY after --max-connection-age (gRPC core adds +/-10% jitter): a channel then reconnects and
+    kube-proxy places it anew; calls in flight get the drain's grace period to finish."""
+    if settings.max_connection_age_seconds <= 0:
+        return []
+    return [("grpc.max_connection_age_ms", max(1, round(settings.max_connection_age_seconds * 1000))),
+            ("grpc.max_connection_age_grace_ms", max(1, round(settings.grace_seconds * 1000)))]
+
+
 class GrpcFrontend:
     """The gRPC server: started after the plane, drained (health NOT_SERVING, calls finished) on SIGTERM."""
 
@@ -138,6 +147,7 @@ class GrpcFrontend:
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", settings.max_output_bytes + RESPONSE_HEADROOM),
             ("grpc.so_reuseport", 0),
+            *connection_age_options(settings),
         ])
         self.server.add_generic_rpc_handlers([InferenceService(settings, plane).handler()])
         self.health = health.aio.HealthServicer()

@@ -10,10 +10,11 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class Metrics:
-    def __init__(self, model: str, version: str) -> None:
+    def __init__(self, model: str, version: str, model_deployment: str = "") -> None:
         self.registry = CollectorRegistry()
-        self.labels = {"model": model, "version": version}
-        names = ["model", "version"]
+        # modeldeployment tells apart two ModelDeployments of one namespace serving the same version
+        self.labels = {"model": model, "version": version, "modeldeployment": model_deployment}
+        names = ["model", "version", "modeldeployment"]
         # `code` is the HTTP status, or for gRPC the HTTP status of the same error class (gates read 5xx)
         self.requests = Counter("onnx_server_requests", "Inference requests by response code",
                                 [*names, "code", "protocol"], registry=self.registry)
@@ -30,6 +31,10 @@ class Metrics:
                                         ).labels(**self.labels)
         self.in_flight = Gauge("onnx_server_in_flight_requests", "Inference requests being served",
                                [*names, "protocol"], registry=self.registry)
+        self.connections_aged = Counter("onnx_server_connections_aged", "Connections ended because they were "
+                                        "older than --max-connection-age (REST; gRPC core sends its GOAWAY itself)",
+                                        [*names, "protocol"], registry=self.registry)
+        self.rest_connection_aged = self.connections_aged.labels(**self.labels, protocol="rest").inc
 
         # the labelled series, looked up once (the lookup costs more than the update)
         self.in_flight_now = {p: self.in_flight.labels(**self.labels, protocol=p) for p in PROTOCOLS}

@@ -72,6 +72,7 @@ class Source:
     model: str
     version: str
     namespace: str
+    model_deployment: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,23 +112,26 @@ def cloudevent(source: Source, event_kind: str, request_id: str, tensors: dict[s
         "ce-namespace": source.namespace,
         "content-type": "application/json",
     }
+    if source.model_deployment:
+        headers["ce-modeldeployment"] = source.model_deployment
     return headers, body
 
 
 class PayloadLogger:
     """The hook the data plane calls (`sample`, then `log_request` / `log_response`) and the sender thread."""
 
-    def __init__(self, settings: PayloadLogSettings, source: Source, registry: CollectorRegistry) -> None:
+    def __init__(self, settings: PayloadLogSettings, source: Source, registry: CollectorRegistry,
+                 labels: dict[str, str]) -> None:
+        """`labels`: the server's metric labels (model, version, modeldeployment), on the payload-log series too."""
         self.settings, self.source = settings, source
         self.sampler = CounterSampler(settings.sample_rate)
         self.requests = settings.mode in ("request", "both")
         self.responses = settings.mode in ("response", "both")
-        labels = {"model": source.model, "version": source.version}
         sent = Counter("onnx_server_payload_log_events", "Payload-log events delivered to the sink",
-                       ["model", "version"], registry=registry)
+                       list(labels), registry=registry)
         dropped = Counter("onnx_server_payload_log_dropped", "Payload-log events dropped, by reason (queue_full: "
                           "the bounded queue is full; sink_failed: retries exhausted; sink_down: sent while the "
-                          "sink was failing)", ["model", "version", "reason"], registry=registry)
+                          "sink was failing)", [*labels, "reason"], registry=registry)
         self._sent = sent.labels(**labels)
         self._dropped = {r: dropped.labels(**labels, reason=r) for r in ("queue_full", "sink_failed", "sink_down")}
         self._queue: collections.deque[_Event] = collections.deque()

@@ -9,6 +9,7 @@ from types import FrameType
 import uvicorn
 
 from onnx_server.app import create_app
+from onnx_server.connections import aged_protocol
 from onnx_server.dataplane import DataPlane
 from onnx_server.grpc_server import GrpcFrontend
 from onnx_server.settings import ServerSettings
@@ -42,7 +43,9 @@ class DrainingServer(uvicorn.Server):
 
 def serve(settings: ServerSettings, plane: DataPlane) -> None:
     # uvicorn stops accepting on SIGTERM and waits up to the grace period for in-flight requests
+    # keep-alive connections end after --max-connection-age so kube-proxy can place the client anew
+    protocol = aged_protocol(settings.max_connection_age_seconds, plane.metrics.rest_connection_aged)
     config = uvicorn.Config(create_app(settings, plane, owns_plane=False), host=settings.host, port=settings.port,
                             log_level="warning", timeout_graceful_shutdown=int(settings.grace_seconds),
-                            access_log=False)
+                            access_log=False, http=protocol)
     DrainingServer(config, settings, plane).run()

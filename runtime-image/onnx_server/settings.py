@@ -31,6 +31,12 @@ class ServerSettings(BaseModel):
     max_elements: int = Field(16 << 20, ge=1, description="Most elements in one input tensor.")
     max_output_bytes: int = Field(256 << 20, ge=1024, description="Most bytes of outputs in one response.")
     grace_seconds: float = Field(25, ge=0, le=600, description="How long SIGTERM waits for in-flight requests.")
+    max_connection_age_seconds: float = Field(
+        30, ge=0, le=86400, description="A REST connection older than this (+/-10%) gets `Connection: close` on "
+        "its next response; a gRPC connection gets GOAWAY, its calls in flight finishing within grace_seconds. "
+        "Keeps a canary's share honest for keep-alive and gRPC clients (0: never).")
+    model_deployment: str = Field("", max_length=253, description="The ModelDeployment these pods serve: the "
+                                  "`modeldeployment` label of every metric (empty outside Kubernetes).")
     namespace: str = Field("", max_length=63, description="Kubernetes namespace of the serving pod (payload "
                            "log events carry it).")
     payload_log_url: str | None = Field(None, pattern=r"^https?://", description="Sink of sampled requests "

@@ -21,6 +21,7 @@ from tests.e2e.helpers import (
     replicas_by_version,
     wait_condition,
     wait_mv_phase,
+    wait_until,
 )
 from tests.e2e.test_live_traffic import Traffic
 from tests.e2e.test_live_traffic import traffic as live_traffic
@@ -125,3 +126,60 @@ def test_canary_answering_with_errors_is_rolled_back_by_a_query_gate_and_only_it
         report.describe_failures()
     assert all(before < s.sent < rolled_back_at + 15 for s in failed), "a failure outside the canary's life"
     assert set(report.versions) == {"1.0.0"}, "only v1 answers successfully"
+
+
+GRPC_ONLY = ("triton-grpc",)
+
+
+def test_grpc_only_traffic_gives_a_good_canary_the_requests_to_pass_its_gates(
+        cluster: ClusterHandle, namespace: str, traffic: Traffic, prometheus: Prometheus) -> None:
+    """One tritonclient.grpc channel is all the traffic: GOAWAY after the connection age places it anew,
+    so the canary's gates see requests and pass (no GatesHadNoData), and status shows the served split."""
+    strategy = gated(successRate=0.99)
+    mix = traffic.start_web(2, kinds=GRPC_ONLY, strategy=strategy)
+    wait_for("v1's two pods discovered and scraped", lambda: len(scraped_pods(prometheus, namespace)) == 2,
+             timeout=60)
+
+    cluster.apply(model_deployment("web", "v2", replicas=2, kwok=False, strategy=strategy), namespace)
+    during = wait_until(cluster, "md", namespace, "web", "the canary's served share in status", lambda o: any(
+        v["name"] == "v2" and (v.get("observedShare") or 0) > 0 for v in o["status"].get("versions", [])),
+        timeout=180)
+    md = wait_until(cluster, "md", namespace, "web", "v2 serving everything", lambda o: o["status"].get(
+        "servingVersion") == "v2" and condition(o, "Ready").get("status") == "True", timeout=300)
+
+    report = traffic.finish(mix, "gRPC-only, gated canary")
+    shares = {v["name"]: v.get("observedShare") for v in during["status"]["versions"]}
+    traffic.say(f"[clients: gRPC-only gates] observed shares during the 50% step {shares}")
+    assert report.failed == 0, report.describe_failures()
+    assert md["status"]["history"][-1]["result"] == "Succeeded", md["status"]["history"][-1]
+    assert all(h.get("reason", "").split(":")[0] != "GatesHadNoData" for h in md["status"]["history"])
+    assert "answering" in condition(during, "Progressing")["message"]
+    assert abs(sum(s or 0 for s in shares.values()) - 1) < 0.02
+    assert all("observedShare" not in v for v in md["status"]["versions"]), "no split is claimed at rest"
+
+
+def test_grpc_only_traffic_rolls_back_an_erring_canary_by_its_gate(
+        cluster: ClusterHandle, namespace: str, models: ModelStore, traffic: Traffic, prometheus: Prometheus) -> None:
+    cluster.apply(model_version("erring", models.publish(f"grpc-erring-{namespace}.onnx",
+                                                         make_model_rejecting_real_input()), version="4.0.0"),
+                  namespace)
+    wait_mv_phase(cluster, namespace, "erring", "Ready")
+    errors = ('sum(rate(onnx_server_requests_total{modeldeployment="{{modeldeployment}}",version="{{version}}",'
+              'code!="200"}[1m])) / sum(rate(onnx_server_requests_total{modeldeployment="{{modeldeployment}}",'
+              'version="{{version}}"}[1m]))')
+    strategy = gated(queries=[{"name": "error-ratio", "query": errors, "max": 0.05}])
+    mix = traffic.start_web(2, kinds=GRPC_ONLY, strategy=strategy)
+    wait_for("v1's two pods discovered and scraped", lambda: len(scraped_pods(prometheus, namespace)) == 2,
+             timeout=60)
+
+    cluster.apply(model_deployment("web", "erring", replicas=2, kwok=False, strategy=strategy), namespace)
+    md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=240)
+    wait_for("the erring pods gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2}, timeout=120)
+
+    report = traffic.finish(mix, "gRPC-only, erring canary")
+    rejected = [s for s in report.failures if s.status == 400 and "rejected the input" in (s.reason or "")]
+    traffic.say(f"[clients: gRPC-only error gate] {report.failed} failed of {report.total}, {len(rejected)} of "
+                "them 4.0.0's INVALID_ARGUMENT")
+    assert condition(md, "RolledBack")["reason"] == "Query:error-ratio", condition(md, "RolledBack")
+    assert report.failed > 0 and len(rejected) == report.failed, report.describe_failures()
+    assert set(report.versions) == {"1.0.0"}

@@ -37,7 +37,7 @@ def sink() -> Iterator[EventSink]:
 
 
 def serve(tmp: Path, *args: str) -> ServerProcess:
-    return ServerProcess(model_dir(tmp, make_model()), "--namespace", "team-a", *args)
+    return ServerProcess(model_dir(tmp, make_model()), "--namespace", "team-a", "--model-deployment", "web", *args)
 
 
 def metric(server: ServerProcess, name: str, **labels: str) -> float:
@@ -101,6 +101,7 @@ def test_request_and_response_arrive_as_cloudevents_with_ids_and_tensors(tmp_pat
         assert event.headers["ce-source"] == "/namespaces/team-a/models/linear/versions/1.0.0"
         assert (event.headers["ce-model"], event.headers["ce-modelversion"]) == ("linear", "1.0.0")
         assert (event.headers["ce-namespace"], event.headers["ce-requestid"]) == ("team-a", "req-42")
+        assert event.headers["ce-modeldeployment"] == "web"
         assert event.headers["content-type"] == "application/json"
         assert event.body["id"] == "req-42"
     assert request.headers["ce-type"] == "io.onnx-operator.inference.request"

@@ -74,6 +74,9 @@ class Batching(ApiModel):
     max_delay_ms: int = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")
 
 
+DEFAULT_MAX_CONNECTION_AGE_SECONDS = 30  # onnx-server's default too: README "Connection lifetime"
+
+
 class RuntimeSettings(ApiModel):
     threads: int | None = Field(None, ge=1, le=64, description="onnxruntime intra-op threads.")
     batching: Batching | None = Field(
@@ -85,6 +88,12 @@ class RuntimeSettings(ApiModel):
     grpc: bool | None = Field(
         None, description="Serve the Open Inference Protocol v2 over gRPC too (default true): the pods' `grpc` "
         "port, and on a ModelDeployment the Services' `grpc` port (appProtocol kubernetes.io/h2c).")
+    max_connection_age_seconds: int | None = Field(
+        None, ge=0, le=3600, description="A client connection older than this (+/-10%) is ended after its next "
+        "response (REST: `Connection: close`; gRPC: GOAWAY, calls in flight finish), so keep-alive and gRPC "
+        f"clients are placed anew and a canary gets its share of them (default {DEFAULT_MAX_CONNECTION_AGE_SECONDS}; "
+        "0: never). A terminating pod serves 5 s plus this (+10%) before SIGTERM, so that every active client "
+        "was told to reconnect.")
 
 
 class ModelVersionSpec(ApiModel):
