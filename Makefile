@@ -81,6 +81,7 @@ bench: deps venv ## benchmarks; results printed as ratios against a baseline mea
 	$(BIN)/python bench/large_model_bench.py
 	$(BIN)/python bench/failover_bench.py
 	$(BIN)/python bench/rollout_bench.py
+	$(BIN)/python bench/payload_log_bench.py
 
 images: deps venv ## build the runtime and operator images with buildah
 	./runtime-image/build-image.sh runtime
