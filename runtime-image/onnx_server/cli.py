@@ -97,6 +97,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             max_buffered_bytes=args.max_buffered_bytes,
             model_file=args.model_file, prepack=not args.no_prepack,
             max_connection_age_seconds=args.max_connection_age, model_deployment=args.model_deployment,
+            header_timeout_seconds=args.header_timeout, body_timeout_seconds=args.body_timeout,
+            min_body_bytes_per_second=args.min_body_rate, idle_timeout_seconds=args.idle_timeout,
+            max_connections=args.max_connections,
             namespace=args.namespace,
             payload_log_url=args.payload_log_url, payload_log_sample_rate=args.payload_log_sample_rate,
             payload_log_mode=args.payload_log_mode,
@@ -137,6 +140,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-connection-age", type=float, default=30, metavar="SECONDS",
                        help="end a connection older than this (+/-10%%) after its next response (REST: Connection: "
                        "close; gRPC: GOAWAY), so keep-alive and gRPC clients rebalance across pods; 0 never does")
+    serve.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
+                       help="a request's line and headers must arrive within this of its first byte (else 408)")
+    serve.add_argument("--body-timeout", type=float, default=10, metavar="SECONDS",
+                       help="a body may take this plus its length at --min-body-rate (else the connection closes)")
+    serve.add_argument("--min-body-rate", type=int, default=64 * 1024, metavar="BYTES_PER_S",
+                       help="the slowest body upload honoured")
+    serve.add_argument("--idle-timeout", type=float, default=75, metavar="SECONDS",
+                       help="close a keep-alive connection idle this long")
+    serve.add_argument("--max-connections", type=int, default=None, metavar="N",
+                       help="most open connections per protocol (default: from the memory and descriptor limits)")
     serve.add_argument("--model-deployment", default="", metavar="NAME",
                        help="the ModelDeployment served: the `modeldeployment` label of every metric")
     serve.add_argument("--namespace", default="", help="the pod's Kubernetes namespace (payload log events carry it)")

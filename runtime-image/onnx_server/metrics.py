@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from onnx_server.connections import CLOSE_REASONS, ConnectionEvents
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 PROTOCOLS = ("rest", "grpc")
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -31,10 +33,14 @@ class Metrics:
                                         ).labels(**self.labels)
         self.in_flight = Gauge("onnx_server_in_flight_requests", "Inference requests being served",
                                [*names, "protocol"], registry=self.registry)
-        self.connections_aged = Counter("onnx_server_connections_aged", "Connections ended because they were "
-                                        "older than --max-connection-age (REST; gRPC core sends its GOAWAY itself)",
-                                        [*names, "protocol"], registry=self.registry)
-        self.rest_connection_aged = self.connections_aged.labels(**self.labels, protocol="rest").inc
+        self.connections_open = Gauge("onnx_server_connections_open", "Open client connections (REST)",
+                                      [*names, "protocol"], registry=self.registry)
+        self.connections_closed = Counter("onnx_server_connections_closed", "Client connections the server "
+                                          "ended, by why: max_age, header_timeout, body_timeout, idle_timeout, "
+                                          "evicted (at the cap), drain (SIGTERM) (REST; gRPC core ends its own)",
+                                          [*names, "protocol", "reason"], registry=self.registry)
+        self.connections_rejected = Counter("onnx_server_connections_rejected", "Connections refused with 503 "
+                                            "at the connection cap", [*names, "protocol"], registry=self.registry)
 
         # the labelled series, looked up once (the lookup costs more than the update)
         self.in_flight_now = {p: self.in_flight.labels(**self.labels, protocol=p) for p in PROTOCOLS}
@@ -57,6 +63,13 @@ class Metrics:
                                                                            protocol=protocol)
         counter.inc()
         self._duration[protocol].observe(seconds)
+
+    def rest_connection_events(self) -> ConnectionEvents:
+        gauge = self.connections_open.labels(**self.labels, protocol="rest")
+        closed = {reason: self.connections_closed.labels(**self.labels, protocol="rest", reason=reason)
+                  for reason in CLOSE_REASONS}
+        return ConnectionEvents(opened=gauge.set, closed=lambda reason: closed[reason].inc(),
+                                rejected=self.connections_rejected.labels(**self.labels, protocol="rest").inc)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -182,7 +182,7 @@ def test_a_pool_sending_continuously_through_many_ages_loses_nothing(aged: Serve
 def aged_count(srv: ServerProcess) -> float:
     text = httpx.get(f"{srv.url}/metrics").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("onnx_server_connections_aged_total{") and 'protocol="rest"' in line)
+               if line.startswith("onnx_server_connections_closed_total{") and 'reason="max_age"' in line)
 
 
 def test_age_zero_keeps_connections_open(tmp_path: Path) -> None:
@@ -264,7 +264,7 @@ def spread(age: str, tmp: Path) -> dict[str, Report]:
         mix = ClientMix(rest.url, grpc_lb.url.removeprefix("http://"), "linear", rate=30, max_seconds=3).start()
         for prober in mix.probers.values():
             prober.wait(timeout=10)
-        return mix.stop()
+        return mix.stop().reports
     finally:
         rest.close()
         grpc_lb.close()
