@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -28,6 +29,12 @@ from tests.payload_sink import EventSink  # noqa: E402
 from tests.runtime.conftest import ServerProcess, model_dir  # noqa: E402
 
 ROUND = 100
+
+
+def counter(server: ServerProcess, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == f"onnx_server_payload_log_{name}")
 
 
 def timed(client: httpx.Client, url: str, count: int) -> list[float]:
@@ -59,13 +66,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=3000, help="requests to each server per client count")
     parser.add_argument("--clients", default="1,8", help="concurrent clients, comma-separated")
+    parser.add_argument("--senders", type=int, default=1, help="--payload-log-senders of the logging server")
     args = parser.parse_args()
     sink = EventSink()
     with tempfile.TemporaryDirectory() as tmp:
         servers = {
             "off": ServerProcess(model_dir(Path(tmp) / "off", make_model())),
             "rate 1.0": ServerProcess(model_dir(Path(tmp) / "on", make_model()), "--payload-log-url", sink.url,
-                                      "--payload-log-sample-rate", "1.0"),
+                                      "--payload-log-sample-rate", "1.0", "--payload-log-senders", str(args.senders)),
         }
         try:
             print("| clients | logging | requests | p50 ms | p99 ms | p50 ratio | p99 ratio |")
@@ -77,7 +85,9 @@ def main() -> None:
                     p50, p99 = (float(np.percentile(values, q)) for q in (50, 99))
                     print(f"| {clients} | {name} | {len(values)} | {1000 * p50:.2f} | {1000 * p99:.2f} | "
                           f"{p50 / base[50]:.2f} | {p99 / base[99]:.2f} |")
-            print(f"\nevents received by the sink: {len(sink.received())}")
+            sent, dropped = (counter(servers["rate 1.0"], n) for n in ("events_total", "dropped_total"))
+            print(f"\nevents: {len(sink.received())} received by the sink; the server counted {sent:.0f} sent, "
+                  f"{dropped:.0f} dropped")
         finally:
             for srv in servers.values():
                 srv.stop()

@@ -105,7 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             payload_log_mode=args.payload_log_mode,
             payload_log_ca_file=Path(args.payload_log_ca_file) if args.payload_log_ca_file else None,
             payload_log_max_queue_events=args.payload_log_max_queue_events,
-            payload_log_max_queue_bytes=args.payload_log_max_queue_bytes)
+            payload_log_max_queue_bytes=args.payload_log_max_queue_bytes, payload_log_senders=args.payload_log_senders)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -163,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most events waiting for the sink; more are dropped (counted)")
     log.add_argument("--payload-log-max-queue-bytes", type=int, default=32 << 20,
                      help="most tensor bytes waiting for the sink; more are dropped (counted)")
+    log.add_argument("--payload-log-senders", type=int, default=1,
+                     help="threads posting to the sink (more: more events per second, more CPU taken from inference)")
     serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model (one file, an archive or a folder) into DEST"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):

@@ -39,7 +39,7 @@ def payload_logger(settings: ServerSettings, metrics: Metrics) -> PayloadLogger 
     return PayloadLogger(
         PayloadLogSettings(settings.payload_log_url, settings.payload_log_sample_rate, settings.payload_log_mode,
                            settings.payload_log_ca_file, settings.payload_log_max_queue_events,
-                           settings.payload_log_max_queue_bytes),
+                           settings.payload_log_max_queue_bytes, senders=settings.payload_log_senders),
         Source(settings.name, settings.version, settings.namespace, settings.model_deployment), metrics.registry,
         metrics.labels)
 

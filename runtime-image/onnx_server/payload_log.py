@@ -1,7 +1,7 @@
 """Payload logging: sampled inference requests and responses sent to a sink as CloudEvents (HTTP, binary mode).
 
-The inference path only decides (a counter sampler) and appends references to a bounded queue; a thread of
-its own encodes and posts. A full queue, a slow sink or a dead one drop events (counted, logged), never
+The inference path only decides (a counter sampler) and appends references to a bounded queue; threads of
+their own encode and post. A full queue, a slow sink or a dead one drop events (counted, logged), never
 delay or fail an inference. The queue holds at most `max_queue_events` events and `max_queue_bytes` of
 tensor data; each event is posted at most 1 + `retries` times; after a failed event the sink gets a pause
 of `down_seconds` during which events are dropped unsent.
@@ -63,6 +63,7 @@ class PayloadLogSettings:
     retries: int = 2
     timeout_seconds: float = 2.0
     down_seconds: float = 1.0
+    senders: int = 1  # threads posting events, one request in flight each (more: throughput, but CPU of the server)
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,10 @@ class PayloadLogger:
         self._drop_log = threading.Lock()
         self._unlogged_drops = 0
         self._last_drop_log = 0.0
-        self._thread = threading.Thread(target=self._run, name="payload-log", daemon=True)
-        self._client = httpx.Client(timeout=settings.timeout_seconds, verify=self._verify())
+        self._threads = [threading.Thread(target=self._run, name=f"payload-log-{i}", daemon=True)
+                         for i in range(settings.senders)]
+        self._client = httpx.Client(timeout=settings.timeout_seconds, verify=self._verify(),
+                                    limits=httpx.Limits(max_connections=settings.senders))
 
     def _verify(self) -> ssl.SSLContext | bool:
         if self.settings.ca_file is None:
@@ -151,7 +154,8 @@ class PayloadLogger:
         return ssl.create_default_context(cafile=str(self.settings.ca_file))
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         LOG.info("Payload logging to %s: %s, sample rate %g", self.settings.url, self.settings.mode,
                  self.settings.sample_rate)
 
@@ -239,7 +243,9 @@ class PayloadLogger:
         """Sends what is queued for up to `timeout` seconds, then drops the rest."""
         with self._cond:
             self._stopping = True
-            self._cond.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._client.close()

@@ -59,6 +59,9 @@ class ServerSettings(BaseModel):
                                              "checked against (default: the system's).")
     payload_log_max_queue_events: int = Field(1000, ge=1, le=1_000_000, description="Most events waiting for "
                                               "the sink; more are dropped and counted.")
+    payload_log_senders: int = Field(1, ge=1, le=16, description="Threads posting events to the sink, one "
+                                     "request in flight each: more deliver more per second and take more CPU from "
+                                     "inference.")
     payload_log_max_queue_bytes: int = Field(32 << 20, ge=1024, description="Most tensor bytes waiting for the "
                                              "sink; more are dropped and counted.")
 
