@@ -78,14 +78,20 @@ def main() -> None:
         try:
             print("| clients | logging | requests | p50 ms | p99 ms | p50 ratio | p99 ratio |")
             print("| --- | --- | --- | --- | --- | --- | --- |")
-            for clients in (int(c) for c in args.clients.split(",")):
+            clients_list = [int(c) for c in args.clients.split(",")]
+            for clients in clients_list:
                 took = run(servers, args.requests, clients)
                 base = {q: float(np.percentile(took["off"], q)) for q in (50, 99)}
                 for name, values in took.items():
                     p50, p99 = (float(np.percentile(values, q)) for q in (50, 99))
                     print(f"| {clients} | {name} | {len(values)} | {1000 * p50:.2f} | {1000 * p99:.2f} | "
                           f"{p50 / base[50]:.2f} | {p99 / base[99]:.2f} |")
-            sent, dropped = (counter(servers["rate 1.0"], n) for n in ("events_total", "dropped_total"))
+            logged = 2 * sum(args.requests // ROUND * max(1, ROUND // c) + 20 * c for c in clients_list)
+            for _ in range(300):  # the queue drains: every event sent or dropped (bounded: 30 s)
+                sent, dropped = (counter(servers["rate 1.0"], n) for n in ("events_total", "dropped_total"))
+                if sent + dropped >= logged:
+                    break
+                time.sleep(0.1)
             print(f"\nevents: {len(sink.received())} received by the sink; the server counted {sent:.0f} sent, "
                   f"{dropped:.0f} dropped")
         finally:
