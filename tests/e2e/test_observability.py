@@ -32,7 +32,7 @@ from tests.e2e.helpers import (
     wait_ready,
     wait_until,
 )
-from tests.e2e.test_live_traffic import Traffic
+from tests.e2e.test_live_traffic import AGE, Traffic
 from tests.e2e.test_live_traffic import traffic as live_traffic
 from tests.payload_sink import EventSink
 from tests.prometheus import Prometheus, kubernetes_sd_scrape_config, static_scrape_config
@@ -110,8 +110,9 @@ def test_every_panel_shows_data_and_the_alerts_fire_in_a_rollback_story(
     wait_ready(cluster, namespace, "held", timeout=240)
     cluster.apply(model_deployment("held", "v2", replicas=1, kwok=False, strategy=held), namespace)
 
-    cluster.apply(model_deployment("web", "erring", replicas=2, kwok=False, strategy=gated, logging=logging),
-                  namespace)
+    # the same spec but the version (what start_web set too): v1's pods keep their template
+    cluster.apply(model_deployment("web", "erring", replicas=2, kwok=False, strategy=gated, logging=logging,
+                                   runtime={"maxConnectionAgeSeconds": AGE}), namespace)
     md = wait_condition(cluster, namespace, "web", "RolledBack", timeout=240)
     wait_for("the erring pods gone", lambda: replicas_by_version(cluster, namespace, "web") == {"v1": 2}, timeout=120)
     wait_until(cluster, "md", namespace, "held", "its gates inconclusive", lambda o: (
