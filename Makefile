@@ -10,7 +10,7 @@ V ?= 0
 export V
 PHASE := ./localcluster/phase.sh
 
-.PHONY: help model-store deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs docs-check run images tools protos
+.PHONY: help model-store deps venv test unit lint cluster cluster-bin node-images argocd-bin cluster-down demo demo-down bench crds docs docs-check run images tools protos monitoring
 
 help:
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -54,12 +54,15 @@ unit: venv ## only the pure unit tests
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(BIN)/ruff check operator runtime-image localcluster tests bench
-	$(BIN)/mypy --strict operator/onnx_operator runtime-image/onnx_server
+	$(BIN)/ruff check operator runtime-image localcluster tests bench monitoring
+	$(BIN)/mypy --strict operator/onnx_operator runtime-image/onnx_server monitoring
 
 crds: venv ## regenerate crds/ (and the chart's copy) from the API models
 	$(BIN)/python -m onnx_operator.api.crdgen --out crds/
 	cp crds/*.yaml charts/onnx-operator/crds/
+
+monitoring: venv ## regenerate the chart's Grafana dashboard and alert rules (and the plain rules file) from monitoring/
+	$(BIN)/python -m monitoring
 
 docs: venv ## regenerate the API reference page and the Argo CD config, then build the docs site (build/site)
 	$(BIN)/python -m onnx_operator.api.reference --write docs/reference.md
@@ -97,6 +100,7 @@ bench: deps venv ## benchmarks; results printed as ratios against a baseline mea
 	$(BIN)/python bench/failover_bench.py
 	$(BIN)/python bench/rollout_bench.py
 	$(BIN)/python bench/peer_fetch_bench.py
+	$(BIN)/python bench/payload_log_bench.py
 
 images: deps venv ## build the runtime and operator images with buildah
 	@$(PHASE) image-runtime "image localhost/onnx-operator/runtime:0.1.0 (buildah)" --expect "2-5 min" \

@@ -29,9 +29,14 @@ def build_prometheus_with_kubernetes_sd(dest: Path) -> Path:
     return dest
 
 
-def static_scrape_config(targets: list[str], job: str = "onnx-server") -> dict[str, Any]:
-    """Scrapes fixed host:port targets (runtime servers started by a test on loopback)."""
-    return {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+def static_scrape_config(targets: list[str], job: str = "onnx-server", honor_labels: bool = False) -> dict[str, Any]:
+    """Scrapes fixed host:port targets (runtime servers started by a test on loopback). `honor_labels` keeps
+    the targets' own `namespace` labels (the operator's per-ModelDeployment series), as the chart's
+    ServiceMonitor does."""
+    config: dict[str, Any] = {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+    if honor_labels:
+        config["honor_labels"] = True
+    return config
 
 
 def kubernetes_sd_scrape_config(kubeconfig: Path | None = None, namespaces: list[str] | None = None,
@@ -59,10 +64,13 @@ def kubernetes_sd_scrape_config(kubeconfig: Path | None = None, namespaces: list
     ]}
 
 
-def write_prometheus_config(path: Path, scrape_configs: list[dict[str, Any]], interval: str = "1s") -> Path:
-    """A complete prometheus.yml with the given scrape configs (short intervals for tests)."""
-    config = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
-              "scrape_configs": scrape_configs}
+def write_prometheus_config(path: Path, scrape_configs: list[dict[str, Any]], interval: str = "1s",
+                            rule_files: tuple[Path, ...] = ()) -> Path:
+    """A complete prometheus.yml with the given scrape configs and rule files (short intervals for tests)."""
+    config: dict[str, Any] = {"global": {"scrape_interval": interval, "evaluation_interval": interval},
+                              "scrape_configs": scrape_configs}
+    if rule_files:
+        config["rule_files"] = [str(f) for f in rule_files]
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -72,11 +80,11 @@ class Prometheus:
     (no Kubernetes discovery) or the one localcluster/tools/build-prometheus.sh builds."""
 
     def __init__(self, root: Path, scrape_configs: list[dict[str, Any]], binary: str = "prometheus",
-                 port: int | None = None) -> None:
+                 port: int | None = None, rule_files: tuple[Path, ...] = ()) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = write_prometheus_config(root / "prometheus.yml", scrape_configs)
+        config = write_prometheus_config(root / "prometheus.yml", scrape_configs, rule_files=rule_files)
         self.log = root / "prometheus.log"
         self.proc = subprocess.Popen(
             [binary, f"--config.file={config}", f"--storage.tsdb.path={root / 'tsdb'}",
@@ -91,6 +99,14 @@ class Prometheus:
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         resp = httpx.get(f"{self.url}/api/v1/query", params={"query": promql}, timeout=10)
+        resp.raise_for_status()
+        result: list[dict[str, Any]] = resp.json()["data"]["result"]
+        return result
+
+    def query_range(self, promql: str, start: float, end: float, step: float = 2.0) -> list[dict[str, Any]]:
+        """The series a graph over [start, end] shows (unix seconds), as Grafana asks for them."""
+        resp = httpx.get(f"{self.url}/api/v1/query_range", params={"query": promql, "start": start, "end": end,
+                                                                   "step": step}, timeout=30)
         resp.raise_for_status()
         result: list[dict[str, Any]] = resp.json()["data"]["result"]
         return result

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from onnx_operator.kube.lease import LeaseRecord, LeaseStore
-from onnx_operator.metrics import LEADER
+from onnx_operator.metrics import LEADER, forget_all_model_deployments
 
 LOG = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Leadership:
         was = self._acting_until > 0
         self._acting_until = 0.0
         LEADER.set(0)
+        forget_all_model_deployments()
         return was
 
     def expired(self) -> bool:

@@ -113,7 +113,13 @@ def cmd_serve(args: argparse.Namespace) -> None:
             max_connection_age_seconds=args.max_connection_age, model_deployment=args.model_deployment,
             header_timeout_seconds=args.header_timeout, body_timeout_seconds=args.body_timeout,
             min_body_bytes_per_second=args.min_body_rate, idle_timeout_seconds=args.idle_timeout,
-            max_connections=args.max_connections)
+            max_connections=args.max_connections,
+            namespace=args.namespace,
+            payload_log_url=args.payload_log_url, payload_log_sample_rate=args.payload_log_sample_rate,
+            payload_log_mode=args.payload_log_mode,
+            payload_log_ca_file=Path(args.payload_log_ca_file) if args.payload_log_ca_file else None,
+            payload_log_max_queue_events=args.payload_log_max_queue_events,
+            payload_log_max_queue_bytes=args.payload_log_max_queue_bytes, payload_log_senders=args.payload_log_senders)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -168,6 +174,19 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--peer-port", type=int, default=None,
                        help="also serve the model's files to peers of the same ModelDeployment on this port")
     serve.add_argument("--peer-token-file", default=None, help="the token peers must present (a mounted Secret)")
+    serve.add_argument("--namespace", default="", help="the pod's Kubernetes namespace (payload log events carry it)")
+    log = serve.add_argument_group("payload logging", "sampled requests/responses as CloudEvents (HTTP binary mode)")
+    log.add_argument("--payload-log-url", help="the sink (http:// or https://); absent: no payload logging")
+    log.add_argument("--payload-log-sample-rate", type=float, default=1.0,
+                     help="share of requests logged, 0..1 (counter sampler: exactly this share)")
+    log.add_argument("--payload-log-mode", choices=["request", "response", "both"], default="both")
+    log.add_argument("--payload-log-ca-file", help="CA bundle for an https sink (default: the system's)")
+    log.add_argument("--payload-log-max-queue-events", type=int, default=1000,
+                     help="most events waiting for the sink; more are dropped (counted)")
+    log.add_argument("--payload-log-max-queue-bytes", type=int, default=32 << 20,
+                     help="most tensor bytes waiting for the sink; more are dropped (counted)")
+    log.add_argument("--payload-log-senders", type=int, default=1,
+                     help="threads posting to the sink (more: more events per second, more CPU taken from inference)")
     serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model (one file, an archive or a folder) into DEST"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):

@@ -21,6 +21,7 @@ from onnx_server.fetch import safe_relative
 from onnx_server.metrics import Metrics
 from onnx_server.model import V2_DTYPES, LoadedModel
 from onnx_server.model_config import triton_model_config
+from onnx_server.payload_log import PayloadLogger, PayloadLogSettings, Source
 from onnx_server.protocol import InferRequest, TensorMeta, encode_response, parse_request
 from onnx_server.settings import ServerSettings
 
@@ -31,6 +32,18 @@ INLINE_PARSE_BYTES = 256 << 10
 INLINE_RUN_SECONDS = 200e-6
 
 
+def payload_logger(settings: ServerSettings, metrics: Metrics) -> PayloadLogger | None:
+    """The payload logger `--payload-log-url` asks for, else None (nothing happens per request)."""
+    if settings.payload_log_url is None:
+        return None
+    return PayloadLogger(
+        PayloadLogSettings(settings.payload_log_url, settings.payload_log_sample_rate, settings.payload_log_mode,
+                           settings.payload_log_ca_file, settings.payload_log_max_queue_events,
+                           settings.payload_log_max_queue_bytes, senders=settings.payload_log_senders),
+        Source(settings.name, settings.version, settings.namespace, settings.model_deployment), metrics.registry,
+        metrics.labels)
+
+
 class DataPlane:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
@@ -38,6 +51,7 @@ class DataPlane:
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False
+        self.payload_log = payload_logger(settings, self.metrics)
         self.budget = BodyBudget(settings.body_budget_bytes, settings.busy_wait_seconds)
         self._big_parse = asyncio.Lock()
         self._seconds_per_element = math.inf  # of onnxruntime runs, a moving average
@@ -51,12 +65,14 @@ class DataPlane:
 
     def load(self) -> None:
         """Loads (and warms up) the model; the server reports ready only afterwards."""
+        start = time.perf_counter()
         model_path = self.settings.model_dir / safe_relative(self.settings.model_file)
         self.model = LoadedModel(model_path, self.settings.threads, self.settings.prepack)
         if self.settings.warmup:
             feeds = self.model.warmup_feeds()
             self.model.run(feeds)
             self._timed_run(feeds, None)  # the second run is the one that tells the steady-state cost
+        self.metrics.model_load_seconds.set(time.perf_counter() - start)
         LOG.info("Loaded %s %s (batchable: %s)", self.settings.name, self.settings.version, self.model.batchable)
 
     async def start(self) -> None:
@@ -69,6 +85,8 @@ class DataPlane:
             self.batcher = Batcher(self.model.run, self.settings.max_batch_size, self.settings.max_delay_ms / 1000,
                                    self.metrics.observe_batch, self.runner)
             self.batcher.start()
+        if self.payload_log is not None:
+            self.payload_log.start()
         self.ready = True
 
     async def stop(self) -> None:
@@ -76,6 +94,8 @@ class DataPlane:
         if self.batcher:
             await self.batcher.stop()
         self.runner.shutdown(wait=False)
+        if self.payload_log is not None:
+            await asyncio.to_thread(self.payload_log.stop)
 
     @functools.cached_property
     def input_meta(self) -> dict[str, TensorMeta]:
@@ -122,6 +142,8 @@ class DataPlane:
         """Runs a parsed request of either protocol (batched with the others when it can be)."""
         self.check_ready()
         assert self.model is not None
+        log = self.payload_log
+        logged = log.sample(req) if log is not None else None
         if req.outputs is not None:
             unknown = sorted(set(req.outputs) - set(self.model.tensor_outputs))
             if unknown:
@@ -144,6 +166,8 @@ class DataPlane:
         size = sum(int(np.asarray(v).nbytes) for v in result.values())
         if size > self.settings.max_output_bytes:
             raise PayloadTooLarge(f"the outputs are {size} bytes; the limit is {self.settings.max_output_bytes}")
+        if log is not None and logged is not None:
+            log.log_response(logged, result)
         return result
 
     def _timed_run(self, feeds: dict[str, Any], outputs: list[str] | None) -> tuple[dict[str, Any], float]:

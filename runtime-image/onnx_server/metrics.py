@@ -28,6 +28,9 @@ class Metrics:
                                    names, buckets=LATENCY_BUCKETS, registry=self.registry)
         self.batch_size = Histogram("onnx_server_batch_size", "Rows per onnxruntime run", names,
                                     buckets=BATCH_BUCKETS, registry=self.registry)
+        self.model_load_seconds = Gauge("onnx_server_model_load_seconds", "Time the model took to load and warm "
+                                        "up (set once the server is ready)", names, registry=self.registry
+                                        ).labels(**self.labels)
         self.in_flight = Gauge("onnx_server_in_flight_requests", "Inference requests being served",
                                [*names, "protocol"], registry=self.registry)
         self.connections_open = Gauge("onnx_server_connections_open", "Open client connections (REST)",

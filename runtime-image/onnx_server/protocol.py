@@ -251,8 +251,25 @@ def encode_response(name: str, version: str, request_id: str | None, outputs: di
                     binary: set[str]) -> tuple[bytes, int | None]:
     """JSON body, or JSON header + binary tensors; returns (body, header length or None). Numeric arrays
     go to orjson as they are (written in C, no tolist())."""
+    items, blobs = tensor_items(outputs, binary)
+    doc: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": items}
+    if request_id is not None:
+        doc["id"] = request_id
+    head = dumps(doc)
+    if not blobs:
+        return head, None
+    return head + b"".join(blobs), len(head)
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """JSON with numpy arrays written by orjson itself."""
+    return orjson.dumps(doc, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def tensor_items(arrays: dict[str, np.ndarray], binary: set[str]) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The v2 JSON items of named tensors; those named in `binary` ("*": all) as separate blobs."""
     items, blobs = [], []
-    for out_name, array in outputs.items():
+    for out_name, array in arrays.items():
         item: dict[str, Any] = {"name": out_name, "shape": list(array.shape),
                                 "datatype": DATATYPE.get(array.dtype, "BYTES")}
         if array.dtype == object:  # BYTES: strings in JSON only
@@ -265,10 +282,4 @@ def encode_response(name: str, version: str, request_id: str | None, outputs: di
         else:
             item["data"] = np.ascontiguousarray(array).reshape(-1)
         items.append(item)
-    doc: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": items}
-    if request_id is not None:
-        doc["id"] = request_id
-    head = orjson.dumps(doc, default=_as_list, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not blobs:
-        return head, None
-    return head + b"".join(blobs), len(head)
+    return items, blobs

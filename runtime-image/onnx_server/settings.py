@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -47,6 +48,22 @@ class ServerSettings(BaseModel):
                                         "limit). At the cap the longest-idle one is closed, else new ones get 503.")
     model_deployment: str = Field("", max_length=253, description="The ModelDeployment these pods serve: the "
                                   "`modeldeployment` label of every metric (empty outside Kubernetes).")
+    namespace: str = Field("", max_length=63, description="Kubernetes namespace of the serving pod (payload "
+                           "log events carry it).")
+    payload_log_url: str | None = Field(None, pattern=r"^https?://", description="Sink of sampled requests "
+                                        "and responses as CloudEvents (None = no payload logging).")
+    payload_log_sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests logged (counter "
+                                           "sampler: exactly this share, evenly spread).")
+    payload_log_mode: Literal["request", "response", "both"] = Field("both", description="What is logged.")
+    payload_log_ca_file: Path | None = Field(None, description="CA bundle the https sink's certificate is "
+                                             "checked against (default: the system's).")
+    payload_log_max_queue_events: int = Field(1000, ge=1, le=1_000_000, description="Most events waiting for "
+                                              "the sink; more are dropped and counted.")
+    payload_log_senders: int = Field(1, ge=1, le=16, description="Threads posting events to the sink, one "
+                                     "request in flight each: more deliver more per second and take more CPU from "
+                                     "inference.")
+    payload_log_max_queue_bytes: int = Field(32 << 20, ge=1024, description="Most tensor bytes waiting for the "
+                                             "sink; more are dropped and counted.")
 
     @property
     def body_budget_bytes(self) -> int:

@@ -28,7 +28,8 @@ from tests.e2e.helpers import service_url, wait_ready
 pytestmark = pytest.mark.cluster
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "onnx-operator"
-ALL_OPTIONS = ["--set", "networkPolicy.enabled=true", "--set", "podDisruptionBudget.enabled=true"]
+ALL_OPTIONS = ["--set", "networkPolicy.enabled=true", "--set", "podDisruptionBudget.enabled=true",
+               "--set", "dashboards.enabled=true"]
 
 
 @pytest.fixture(scope="module")

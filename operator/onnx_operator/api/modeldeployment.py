@@ -150,6 +150,29 @@ class Traffic(ApiModel):
     http_route: HTTPRouteRef | None = Field(None, description="Exact canary weights through this HTTPRoute.")
 
 
+class ConfigMapKey(ApiModel):
+    name: DNSName = Field(description="ConfigMap in the ModelDeployment's namespace.")
+    key: str = Field("ca.crt", min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$",
+                     description="The key holding the PEM bundle.")
+
+
+class PayloadLogging(ApiModel):
+    rules = (Rule(
+        "!has(self.caConfigMap) || self.url.startsWith('https://')",
+        "spec.logging.caConfigMap needs an https:// url (the CA checks the sink's certificate)",
+        lambda s: "caConfigMap" if s.ca_config_map is not None and not s.url.startswith("https://") else None,
+    ),)
+
+    url: str = Field(max_length=2048, pattern=r"^https?://[^\s/?#]+[^\s]*$",
+                     description="The sink: events are POSTed here as CloudEvents (HTTP binary mode).")
+    sample_rate: float = Field(1.0, ge=0, le=1, description="Share of requests logged (exactly this share, "
+                               "evenly spread: 0.1 logs every tenth request).")
+    mode: Literal["request", "response", "both"] = Field("both", description="What is sent per sampled "
+                                                           "request: its inputs, its outputs, or both.")
+    ca_config_map: ConfigMapKey | None = Field(None, description="CA bundle the https sink's certificate must "
+                                               "chain to (default: the runtime image's system CAs).")
+
+
 class ModelDeploymentSpec(ApiModel):
     model_version: str = Field(min_length=1, max_length=63,
                                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
@@ -163,6 +186,8 @@ class ModelDeploymentSpec(ApiModel):
     progress_deadline_seconds: int = Field(600, ge=10, le=86400,
                                            description="Roll back when the new version is not Ready by then.")
     traffic: Traffic | None = None
+    logging: PayloadLogging | None = Field(None, description="Payload logging: sampled requests and responses "
+                                           "sent to a sink (for drift monitoring and audit).")
     pod_annotations: dict[str, str] | None = Field(None, description="Extra annotations on serving pods.",
                                                    json_schema_extra={"maxProperties": 32})
     node_selector: dict[str, str] | None = Field(None, description="Node labels serving pods must match.",

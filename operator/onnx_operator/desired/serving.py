@@ -24,6 +24,7 @@ from onnx_operator.desired.names import (
     serving_labels,
     version_labels,
 )
+from onnx_operator.desired.payload_logging import payload_log_args, payload_log_ca_volume
 from onnx_operator.desired.peer import peer_pod
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 
@@ -86,7 +87,7 @@ def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) ->
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
             "--model-deployment", md.name, "--host", "0.0.0.0", "--port", str(config.serving_port),
             *model_file_args(mv.spec.source), *grpc,
-            *runtime_args(runtime)]
+            *runtime_args(runtime), *payload_log_args(md)]
 
 
 def container_ports(runtime: RuntimeSettings, config: OperatorConfig) -> list[Obj]:
@@ -181,6 +182,8 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         fetch["volumeMounts"].append(peer.mount)
         container["volumeMounts"].append(peer.mount)
         volumes.append(peer.volume)
+    ca_volumes, ca_mounts = payload_log_ca_volume(md)
+    container["volumeMounts"] += ca_mounts
     if md.spec.resources:
         # the init container too: a namespace quota may demand limits on every container
         container["resources"] = fetch["resources"] = md.spec.resources.wire()
@@ -197,7 +200,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
                 "initContainers": [fetch],
                 "containers": [container],
                 "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}},
-                            *volumes],
+                            *volumes, *ca_volumes],
                 **placement(md),
             },
         },

@@ -23,6 +23,7 @@ from onnx_operator.handlers.context import Context
 from onnx_operator.handlers.loop import ReconcileLoop
 from onnx_operator.handlers.modeldeployment import reconcile_model_deployment
 from onnx_operator.handlers.modelversion import reconcile_model_version
+from onnx_operator.metrics import forget_model_deployment
 
 LOG = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
             return
         if type == "DELETED":
             loop.forget("md", namespace, name)
+            forget_model_deployment(namespace, name)
             return
         await loop.request("md", namespace, name)
 

@@ -34,6 +34,11 @@ class ReconcileLoop:
     _pending: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for kind in self.reconcilers:  # every series exists from 0: an error rate is 0, not "no data"
+            for result in ("ok", "error"):
+                RECONCILES.labels(kind, result)
+
     async def request(self, kind: str, namespace: str, name: str) -> None:
         key = (kind, namespace, name)
         self._known.add(key)

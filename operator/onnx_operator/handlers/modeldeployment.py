@@ -50,8 +50,8 @@ from onnx_operator.desired.traffic import (
 )
 from onnx_operator.handlers.context import Context, live_status, now
 from onnx_operator.handlers.gates import evaluate_gates, read_shares
-from onnx_operator.metrics import ROLLOUTS
-from onnx_operator.rollout.progressive import Decision, decide, parse_action
+from onnx_operator.metrics import MD_ROLLBACKS, ROLLOUTS, record_model_deployment
+from onnx_operator.rollout.progressive import ABORTED, ROLLED_BACK, Decision, decide, parse_action
 from onnx_operator.rollout.rolling import Observed
 from onnx_operator.rollout.share import UNDER_SERVED, track_share
 from onnx_operator.rollout.status import Problem, compute_status, stuck_events
@@ -225,6 +225,7 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     except InvalidSpec as exc:
         conds = set_condition([], "Degraded", True, r.INVALID_SPEC, str(exc), generation, now())
         new = {**old, "phase": "Degraded", "observedGeneration": generation, "conditions": [c.wire() for c in conds]}
+        record_model_deployment(namespace, name, new)
         return _write(ctx, body, old, new, [])
     labels = serving_labels(name)
     uid = str(body["metadata"]["uid"])
@@ -252,10 +253,14 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     status = compute_status(md, list(observed.values()), replicas, problem, decision,
                             selector_string(labels), service_url(md), now(), weights=weights, shares=shares)
     events = [*(decision.events if decision else []), *stuck_events(md.status.versions, list(observed.values()))]
-    delay = _write(ctx, body, old, status.wire(), events)
+    new = status.wire()
+    delay = _write(ctx, body, old, new, events)
+    record_model_deployment(namespace, name, new)
     if decision and len(decision.history) and decision.history != md.status.history:
         last = decision.history[-1]
         ROLLOUTS.labels(str(last.get("strategy")), str(last.get("result"))).inc()
+        if last.get("result") in (ROLLED_BACK, ABORTED):
+            MD_ROLLBACKS.labels(namespace, name).inc()
     if decision and decision.requeue is not None:
         return min(delay or decision.requeue, decision.requeue)
     return delay
