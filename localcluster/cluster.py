@@ -231,7 +231,7 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             f"--audit-policy-file={policy}", f"--audit-log-path={p.audit_log}",
-            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=2",
+            "--audit-log-format=json", "--audit-log-maxsize=1000", "--audit-log-maxbackup=2",
             "--audit-log-mode=blocking",
             # API priority and fairness as in any production cluster: the operator bench limits the
             # operator's own user with a FlowSchema to make the API server answer 429
@@ -384,18 +384,18 @@ COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 
 # identities in this group get their reads (get, list) in the audit log too: the operator bench counts them
 READS_AUDITED_GROUP = "onnx-operator:reads-audited"
-AUDIT_POLICY = """\
+AUDIT_POLICY = f"""\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
 - level: Metadata
   verbs: [get, list]
-  userGroups: [%s]
+  userGroups: [{READS_AUDITED_GROUP}]
 - level: None
   verbs: [get, list, watch]
 - level: Metadata
-""" % READS_AUDITED_GROUP
+"""
 
 
 
