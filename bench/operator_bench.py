@@ -38,7 +38,16 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from onnx_operator.desired.names import deployment_name  # noqa: E402
 from operator_profile import summarize_profile  # noqa: E402
-from operator_timeline import AuditReader, by_user, in_namespace, is_write, stamp, summary, timelines  # noqa: E402
+from operator_timeline import (  # noqa: E402
+    AuditReader,
+    by_user,
+    in_namespace,
+    is_write,
+    percentile,
+    stamp,
+    summary,
+    timelines,
+)
 
 from localcluster.cluster import READS_AUDITED_GROUP  # noqa: E402
 from localcluster.harness import ClusterHandle, started_local_cluster, wait_for  # noqa: E402
@@ -85,7 +94,7 @@ class OperatorRun:
 
 
 def start_operator(handle: ClusterHandle, kubeconfig: Path, runtime_image: str, namespaces: list[str], tag: str,
-                   source: Path | None, log: Path) -> OperatorRun:
+                   source: Path | None, log: Path, extra_args: list[str]) -> OperatorRun:
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     if source is not None:  # an earlier version's operator package, measured in the same run
         env["PYTHONPATH"] = str(source)
@@ -93,7 +102,7 @@ def start_operator(handle: ClusterHandle, kubeconfig: Path, runtime_image: str, 
     proc = subprocess.Popen(
         [sys.executable, "-m", "onnx_operator", "--runtime-image", runtime_image, "--namespaces", ",".join(namespaces),
          "--leader-elect", "true", "--leader-elect-resource-name", f"onnx-operator-bench-{tag}",
-         "--leader-elect-identity", identity],
+         "--leader-elect-identity", identity, *extra_args],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, env=env, cwd="/")
     run = OperatorRun(proc)
     threading.Thread(target=run.sample_rss, daemon=True).start()
@@ -149,6 +158,24 @@ def measure(handle: ClusterHandle, audit: AuditReader, op: OperatorRun, ns: str,
             "throttled_429": sum(1 for e in mine if (e.get("responseStatus") or {}).get("code") == 429)}
 
 
+def service_rate(handle: ClusterHandle, audit: AuditReader, ns: str, count: int = 200) -> dict[str, float]:
+    """The API server's own pace at creating Services (ClusterIP allocation), with no operator involved:
+    the admin (exempt from priority and fairness) creates `count`, 20 kubectl calls at once."""
+    audit.skip_to_end()
+    docs = [json.dumps({"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"svc{i}"},
+                        "spec": {"selector": {"app": f"svc{i}"}, "ports": [{"port": 80}]}}) for i in range(count)]
+    batches = ["\n".join(docs[s:s + count // 20]) for s in range(0, count, count // 20)]
+    t0 = time.time()
+    with ThreadPoolExecutor(20) as pool:
+        list(pool.map(lambda b: handle.kubectl("create", "-n", ns, "-f", "-", input=b), batches))
+    seconds = time.time() - t0
+    time.sleep(2)
+    lat = [stamp(e["stageTimestamp"]) - stamp(e["requestReceivedTimestamp"]) for e in in_namespace(audit.read([ns]), ns)
+           if e["verb"] == "create" and e["objectRef"].get("resource") == "services"]
+    return {"services": count, "seconds": seconds, "per_second": count / seconds,
+            "latency_p50_s": percentile(lat, 50), "latency_p99_s": percentile(lat, 99)}
+
+
 def rollout_latency(handle: ClusterHandle, audit: AuditReader, ns: str) -> float:
     """Seconds from md0's change to v2 until the operator's first write of md0's v2 Deployment."""
     audit.skip_to_end()
@@ -188,7 +215,8 @@ def run_operator(args: argparse.Namespace, handle: ClusterHandle, kubeconfig: Pa
     names = [f"bench-{tag}-{n}x{r}-{salt}" for n, r in sizes]
     throttle_ns = f"bench-{tag}-throttle-{salt}"
     log = handle.extra["paths"].logs / f"bench-operator-{tag}.log"
-    op = start_operator(handle, kubeconfig, handle.runtime_image, [*names, throttle_ns], tag, source, log)
+    extra = ["--workers", str(args.workers)] if args.workers and source is None else []
+    op = start_operator(handle, kubeconfig, handle.runtime_image, [*names, throttle_ns], tag, source, log, extra)
     result: dict[str, Any] = {"operator": tag, "sizes": []}
     try:
         for (n, r), ns in zip(sizes, names, strict=True):
@@ -263,6 +291,7 @@ def main() -> None:
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--baseline-operator", type=Path, help="an earlier operator/ directory, measured first")
     parser.add_argument("--baseline-sizes", help="sizes for the baseline operator (default: --sizes)")
+    parser.add_argument("--workers", type=int, help="the operator's --workers (default: its own default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "operator.json")
     args = parser.parse_args()
     if args.quick:
@@ -274,8 +303,14 @@ def main() -> None:
     (RESULTS / "models").mkdir(parents=True, exist_ok=True)
     store = ModelStore(RESULTS / "models")
     audit = AuditReader(cluster.paths.audit_log)
-    runs = []
+    runs: list[dict[str, Any]] = []
+    services: dict[str, float] = {}
     try:
+        ns = f"bench-services-{random.randrange(16**4):04x}"
+        handle.create_namespace(ns)
+        services = service_rate(handle, audit, ns)
+        print(f"API server alone: {services['services']:.0f} Services created at {services['per_second']:.1f}/s, "
+              f"p50 {services['latency_p50_s']:.2f}s", flush=True)
         if args.baseline_operator:
             runs.append(run_operator(args, handle, kubeconfig, store, audit, "before", args.baseline_operator,
                                      parse_sizes(args.baseline_sizes or args.sizes), extras=False))
@@ -294,8 +329,10 @@ def main() -> None:
         t = after["throttled"]
         report += (f"; under APF limits {t['n']} ModelDeployments all Ready in {t['seconds_to_ready']:.1f} s "
                    f"after {t['throttled_429']} answers 429 to the operator")
+    report += (f"\n\nthe API server alone (no operator) created {services['services']:.0f} Services at "
+               f"{services['per_second']:.1f}/s (p50 {services['latency_p50_s']:.2f} s each, 20 at once)")
     print("\n" + report)
-    args.out.write_text(json.dumps({"runs": runs}, indent=2))
+    args.out.write_text(json.dumps({"runs": runs, "services_alone": services}, indent=2))
     (RESULTS / "operator.md").write_text(report + "\n")
     print(f"written {args.out} and {RESULTS / 'operator.md'}")
 

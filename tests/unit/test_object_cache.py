@@ -55,3 +55,23 @@ def test_forgotten_objects_are_gone_and_uncovered_kinds_are_not_stored() -> None
     assert cache.get(*DEP, "ns", "a") is None
     assert not cache.observe({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "resourceVersion": "1"}})
     assert not cache.covers("v1", "Pod")
+
+
+def test_a_list_by_the_index_label_follows_label_changes_and_deletions() -> None:
+    cache = ObjectCache([DEP], index_label="owner")
+    cache.observe(deployment("a", "1", owner="x", tier="web"))
+    cache.observe(deployment("b", "1", owner="x"))
+    cache.observe(deployment("a", "2", owner="y", tier="web"))
+    cache.forget(*DEP, "ns", "b")
+
+    assert cache.list(*DEP, "ns", {"owner": "x"}) == []
+    assert [d["metadata"]["name"] for d in cache.list(*DEP, "ns", {"owner": "y", "tier": "web"})] == ["a"]
+
+
+def test_reads_return_copies_the_caller_may_change() -> None:
+    cache = ObjectCache([DEP])
+    cache.observe(deployment("a", "1"))
+
+    cache.get(*DEP, "ns", "a")["spec"]["replicas"] = 9  # type: ignore[index]
+
+    assert cache.get(*DEP, "ns", "a")["spec"]["replicas"] == 1  # type: ignore[index]

@@ -43,7 +43,8 @@ CACHED_KINDS: dict[tuple[str, str], tuple[str, str, str, dict[str, Any]]] = {
 
 
 def object_cache() -> ObjectCache:
-    return ObjectCache(CACHED_KINDS)
+    """Indexed by the ModelDeployment label: each reconcile lists its own objects, not the namespace's."""
+    return ObjectCache(CACHED_KINDS, index_label=LABEL_DEPLOYMENT)
 
 
 def _forgetter(cache: ObjectCache, api_version: str, kind: str) -> Any:

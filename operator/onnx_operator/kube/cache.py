@@ -6,14 +6,18 @@ older copy never replaces a newer one (resourceVersions compared as etcd revisio
 every index from its initial listings before any handler runs, so once reconciles start a missing
 object is one that does not exist, as in a client-go informer.
 
-Stored copies leave out `metadata.managedFields` and the last-applied annotation: nothing here
-reads them and they are most of an object's size.
+Stored copies leave out `metadata.managedFields` and the last-applied annotation (nothing here reads
+them) and are kept as compact JSON, decoded on each read: a Deployment as nested dicts takes ~10x
+the memory of its JSON, and 1,000 ModelDeployments' objects would otherwise be most of the heap.
+Every read returns a fresh copy, so callers may change what they get.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 Obj = dict[str, Any]
@@ -23,7 +27,7 @@ _DROPPED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 
 def _revision(obj: Mapping[str, Any]) -> int:
     try:
-        return int(obj["metadata"]["resourceVersion"])
+        return int((obj.get("metadata") or {})["resourceVersion"])
     except (KeyError, TypeError, ValueError):
         return -1
 
@@ -39,6 +43,16 @@ def slim(obj: Mapping[str, Any]) -> Obj:
     return out
 
 
+@dataclass(frozen=True)
+class _Entry:
+    revision: int
+    labels: dict[str, str]
+    raw: bytes
+
+    def decode(self) -> Obj:
+        return dict(json.loads(self.raw))
+
+
 def matches(labels: Mapping[str, str] | None, selector: Mapping[str, str]) -> bool:
     have = labels or {}
     return all(have.get(k) == v for k, v in selector.items())
@@ -48,9 +62,27 @@ class ObjectCache:
     """Objects of the watched kinds by (apiVersion, kind), namespace, name. Thread-safe: the event
     loop writes, reconciles in worker threads read. Stored dicts are never mutated in place."""
 
-    def __init__(self, kinds: Iterable[KindKey] = ()) -> None:
+    def __init__(self, kinds: Iterable[KindKey] = (), index_label: str | None = None) -> None:
         self._lock = threading.Lock()
-        self._objects: dict[KindKey, dict[str, dict[str, Obj]]] = {kind: {} for kind in kinds}
+        self._objects: dict[KindKey, dict[str, dict[str, _Entry]]] = {kind: {} for kind in kinds}
+        # (kind, namespace, value of index_label) -> names: a list by that label reads only its objects
+        self._index_label = index_label
+        self._index: dict[tuple[KindKey, str, str], set[str]] = {}
+
+    def _reindex(self, key: KindKey, namespace: str, name: str, old: _Entry | None, new: _Entry | None) -> None:
+        if self._index_label is None:
+            return
+        for entry, add in ((old, False), (new, True)):
+            value = entry.labels.get(self._index_label) if entry is not None else None
+            if value is None:
+                continue
+            names = self._index.setdefault((key, namespace, value), set())
+            if add:
+                names.add(name)
+            else:
+                names.discard(name)
+                if not names:
+                    del self._index[(key, namespace, value)]
 
     def covers(self, api_version: str, kind: str) -> bool:
         return (api_version, kind) in self._objects
@@ -63,13 +95,20 @@ class ObjectCache:
             return False
         meta = obj.get("metadata") or {}
         namespace, name = str(meta.get("namespace") or ""), str(meta.get("name"))
-        copy = slim(obj)
+        revision = _revision(obj)
+        with self._lock:
+            old = store.get(namespace, {}).get(name)
+        if old is not None and old.revision >= revision:
+            return False
+        entry = _Entry(revision, dict(meta.get("labels") or {}),
+                       json.dumps(slim(obj), separators=(",", ":")).encode())
         with self._lock:
             objects = store.setdefault(namespace, {})
             old = objects.get(name)
-            if old is not None and _revision(old) >= _revision(copy):
+            if old is not None and old.revision >= revision:
                 return False
-            objects[name] = copy
+            objects[name] = entry
+            self._reindex(key, namespace, name, old, entry)
         return True
 
     def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
@@ -77,18 +116,26 @@ class ObjectCache:
         if store is not None:
             with self._lock:
                 objects = store.get(namespace, {})
-                objects.pop(name, None)
+                self._reindex((api_version, kind), namespace, name, objects.pop(name, None), None)
                 if not objects:
                     store.pop(namespace, None)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
         with self._lock:
-            return self._objects[(api_version, kind)].get(namespace, {}).get(name)
+            entry = self._objects[(api_version, kind)].get(namespace, {}).get(name)
+        return entry.decode() if entry is not None else None
 
     def list(self, api_version: str, kind: str, namespace: str, labels: Mapping[str, str] | None = None) -> list[Obj]:
+        selector = labels or {}
         with self._lock:
-            items = list(self._objects[(api_version, kind)].get(namespace, {}).values())
-        return [obj for obj in items if matches(obj["metadata"].get("labels"), labels or {})]
+            objects = self._objects[(api_version, kind)].get(namespace, {})
+            value = selector.get(self._index_label) if self._index_label else None
+            if value is not None:
+                names = self._index.get(((api_version, kind), namespace, value), set())
+                items = [objects[n] for n in names if n in objects]
+            else:
+                items = list(objects.values())
+        return [entry.decode() for entry in items if matches(entry.labels, selector)]
 
     def size(self) -> int:
         with self._lock:
