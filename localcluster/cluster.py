@@ -234,9 +234,11 @@ class Cluster:
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             f"--audit-policy-file={policy}", f"--audit-log-path={p.audit_log}",
-            "--audit-log-format=json", "--audit-log-maxsize=200", "--audit-log-maxbackup=2",
+            "--audit-log-format=json", "--audit-log-maxsize=1000", "--audit-log-maxbackup=2",
             "--audit-log-mode=blocking",
-            "--enable-priority-and-fairness=false",
+            # API priority and fairness as in any production cluster: the operator bench limits the
+            # operator's own user with a FlowSchema to make the API server answer 429
+            "--enable-priority-and-fairness=true",
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
         ], pids)
@@ -261,6 +263,7 @@ class Cluster:
             "--bind-address=127.0.0.1", f"--secure-port={ports['kcm']}",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--horizontal-pod-autoscaler-sync-period=5s",
+            *CONTROLLER_MANAGER_SCALE,
         ], pids)
         self._spawn("kube-scheduler", [
             str(p.bin / "kube-scheduler"),
@@ -268,6 +271,7 @@ class Cluster:
             f"--authentication-kubeconfig={kubeconfigs['sched']}",
             f"--authorization-kubeconfig={kubeconfigs['sched']}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={ports['scheduler']}",
+            *SCHEDULER_SCALE,
         ], pids)
         module_dir = Path((p.bin / "kwok-module-dir").read_text().strip())
         stages = kwok.write_config(module_dir, p.root / "kwok-stages.yaml")
@@ -368,14 +372,32 @@ def stop_pid(pid: int, name: str, timeout: float = 15) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+# Client rates and worker counts of a large production control plane. The defaults (kube-api-qps 20,
+# burst 30; 5 Deployment and ReplicaSet workers) make 1,000 Deployments' ReplicaSets and pods alone
+# take minutes; 1,000 Deployments need ~6 writes each from the controller manager (ReplicaSet,
+# pod, statuses), so 200 requests/s (burst 400) and 50 workers keep it at seconds.
+CONTROLLER_MANAGER_SCALE = (
+    "--kube-api-qps=200", "--kube-api-burst=400",
+    "--concurrent-deployment-syncs=50", "--concurrent-replicaset-syncs=50",
+    "--concurrent-gc-syncs=50", "--concurrent-service-endpoint-syncs=20",
+    "--concurrent-job-syncs=20",
+)
+# the scheduler binds one pod per request: 200/s (default 50, burst 100)
+SCHEDULER_SCALE = ("--kube-api-qps=200", "--kube-api-burst=400")
+
 COMPONENTS = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "containerd", "kubelet",
               "kube-proxy"}
 
-AUDIT_POLICY = """\
+# identities in this group get their reads (get, list) in the audit log too: the operator bench counts them
+READS_AUDITED_GROUP = "onnx-operator:reads-audited"
+AUDIT_POLICY = f"""\
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
 rules:
+- level: Metadata
+  verbs: [get, list]
+  userGroups: [{READS_AUDITED_GROUP}]
 - level: None
   verbs: [get, list, watch]
 - level: Metadata

@@ -23,6 +23,9 @@ import yaml
 
 FAIL_ANNOTATION = "kwok.onnx-operator.io/fail"
 NODE_COUNT = 3
+# room for the operator bench's largest run (1,000 ModelDeployments x 3 replicas plus the smaller ones);
+# kubelet's default of 110 would leave most of them Pending
+PODS_PER_NODE = 1500
 NODE_LABEL = {"type": "kwok"}
 TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 POD_CIDR = "198.18.0.128/26"
@@ -146,7 +149,7 @@ def args(kubeconfig: Path, stages: Path, port: int) -> list[str]:
 
 
 def node_manifests() -> list[str]:
-    return [NODE_TEMPLATE % {"name": f"kwok-node-{i}", **TAINT} for i in range(NODE_COUNT)]
+    return [NODE_TEMPLATE % {"name": f"kwok-node-{i}", "pods": PODS_PER_NODE, **TAINT} for i in range(NODE_COUNT)]
 
 
 NODE_TEMPLATE = """\
@@ -166,6 +169,6 @@ spec:
   taints:
   - {key: %(key)s, value: %(value)s, effect: %(effect)s}
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "512", memory: 4Ti, pods: "%(pods)d"}
+  capacity: {cpu: "512", memory: 4Ti, pods: "%(pods)d"}
 """

@@ -36,6 +36,8 @@ class OperatorConfig(BaseModel):
                                       "download failed (a bad checksum or model fails at once).")
     verify_job_ttl_seconds: int = Field(3600, ge=0, description="How long a finished verification Job is kept "
                                         "(its result is already in the ModelVersion's status).")
+    workers: int = Field(16, ge=1, le=256, description="Reconciles run at once (threads; each holds one API "
+                         "connection while it writes).")
     resync_seconds: float = Field(300, ge=5, description="Safety-net re-reconcile interval per object.")
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     liveness_port: int | None = Field(None, ge=1, le=65535, description="Serve /healthz (alive; who leads) here.")

@@ -12,7 +12,7 @@ from pathlib import Path
 import kopf
 
 from onnx_operator.config import ConfigError, OperatorConfig, load_config
-from onnx_operator.handlers import register
+from onnx_operator.handlers import object_cache, register
 from onnx_operator.handlers.context import Context
 from onnx_operator.health import serve_health
 from onnx_operator.kube import Kube
@@ -49,7 +49,9 @@ def lease_namespace(config: OperatorConfig) -> str:
 
 
 async def run(config: OperatorConfig) -> None:
-    kube = Kube.from_environment(config.field_manager)
+    # one connection per reconcile thread, plus the Lease renewals and discovery: a thread that finds
+    # the pool empty opens a connection (a TLS handshake) and closes it afterwards
+    kube = Kube.from_environment(config.field_manager, cache=object_cache(), connections=config.workers + 4)
     if config.leader_elect:
         leadership = Leadership(config.leader_elect_identity or default_identity())
         kube.may_write = leadership.is_acting

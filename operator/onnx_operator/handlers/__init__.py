@@ -2,6 +2,10 @@
 
 Only `on.event` handlers and indexes are used, so kopf itself writes nothing to our objects (no
 progress annotations, no finalizers): the operator's only writes are the ones reconciles decide.
+
+Every watched object also goes into the Kube client's cache (`CACHED_KINDS`), through an index
+handler: kopf runs those for its initial listings before it calls any other handler, so the cache
+is complete when the first reconcile reads it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from onnx_operator.api import GROUP, VERSION
+from onnx_operator.api import API_VERSION, GROUP, VERSION
 from onnx_operator.desired.names import (
     LABEL_COMPONENT,
     LABEL_DEPLOYMENT,
@@ -23,16 +27,51 @@ from onnx_operator.handlers.context import Context
 from onnx_operator.handlers.loop import ReconcileLoop
 from onnx_operator.handlers.modeldeployment import reconcile_model_deployment
 from onnx_operator.handlers.modelversion import reconcile_model_version
+from onnx_operator.kube.cache import ObjectCache
 from onnx_operator.metrics import forget_model_deployment
 
 LOG = logging.getLogger(__name__)
+SERVING = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "serving"}
+# (apiVersion, kind) -> (group, version, plural, label filter) of the watch that fills the cache
+CACHED_KINDS: dict[tuple[str, str], tuple[str, str, str, dict[str, Any]]] = {
+    (API_VERSION, "ModelDeployment"): (GROUP, VERSION, "modeldeployments", {}),
+    (API_VERSION, "ModelVersion"): (GROUP, VERSION, "modelversions", {}),
+    ("apps/v1", "Deployment"): ("apps", "v1", "deployments", SERVING),
+    ("v1", "Service"): ("", "v1", "services", {LABEL_DEPLOYMENT: kopf.PRESENT}),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): ("autoscaling", "v2", "horizontalpodautoscalers",
+                                                    {LABEL_MANAGED_BY: MANAGED_BY}),
+}
+
+
+def object_cache() -> ObjectCache:
+    """Indexed by the ModelDeployment label: each reconcile lists its own objects, not the namespace's."""
+    return ObjectCache(CACHED_KINDS, index_label=LABEL_DEPLOYMENT)
+
+
+def _forgetter(cache: ObjectCache, api_version: str, kind: str) -> Any:
+    async def forget_object(*, type: str, namespace: str | None, name: str, **_: Any) -> None:
+        if type == "DELETED":
+            cache.forget(api_version, kind, namespace or "", name)
+    return forget_object
+
+
+def _register_cache(registry: kopf.OperatorRegistry, cache: ObjectCache) -> None:
+    """One index (filled before any handler runs) and one deletion handler per cached kind."""
+    async def cache_object(*, body: kopf.Body, **_: Any) -> None:
+        cache.observe({key: body[key] for key in body})
+
+    for (api_version, kind), (group, version, plural, labels) in CACHED_KINDS.items():
+        kopf.index(group, version, plural, registry=registry, id=f"cache_{plural}", labels=labels)(cache_object)
+        kopf.on.event(group, version, plural, registry=registry, id=f"uncache_{plural}",
+                      labels=labels)(_forgetter(cache, api_version, kind))
 
 
 def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
     loop = ReconcileLoop({
         "md": lambda ns, name: reconcile_model_deployment(ctx, ns, name),
         "mv": lambda ns, name: reconcile_model_version(ctx, ns, name),
-    }, active=ctx.kube.may_write)
+    }, active=ctx.kube.may_write, workers=ctx.config.workers)
+    _register_cache(registry, ctx.kube.cache)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -75,8 +114,7 @@ def register(registry: kopf.OperatorRegistry, ctx: Context) -> ReconcileLoop:
         for md in list(index.get((namespace, name), [])):
             await loop.request("md", namespace, md)
 
-    @kopf.on.event("apps", "v1", "deployments", registry=registry,
-                   labels={LABEL_MANAGED_BY: MANAGED_BY, LABEL_COMPONENT: "serving"})
+    @kopf.on.event("apps", "v1", "deployments", registry=registry, labels=SERVING)
     async def serving_deployment_event(*, namespace: str | None, labels: kopf.Labels, **_: Any) -> None:
         if namespace is not None:
             await loop.request("md", namespace, labels[LABEL_DEPLOYMENT])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from onnx_operator.kube import NotLeader
@@ -28,11 +29,18 @@ class ReconcileLoop:
     reconcilers: dict[str, ReconcileFn]
     error_backoff: float = 10.0
     active: Callable[[], bool] = lambda: True  # false on a follower: requests are only remembered
+    workers: int = 16  # reconciles running at once (each in a thread: the API client blocks)
     _known: set[Key] = field(default_factory=set)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _locks: dict[Key, asyncio.Lock] = field(default_factory=dict)
     _pending: set[Key] = field(default_factory=set)
     _timers: dict[Key, asyncio.TimerHandle] = field(default_factory=dict)
+    _executor: ThreadPoolExecutor | None = None
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="reconcile")
+        return self._executor
 
     def __post_init__(self) -> None:
         for kind in self.reconcilers:  # every series exists from 0: an error rate is 0, not "no data"
@@ -61,7 +69,8 @@ class ReconcileLoop:
         kind, namespace, name = key
         with RECONCILE_SECONDS.labels(kind).time():
             try:
-                delay = await asyncio.to_thread(self.reconcilers[kind], namespace, name)
+                reconcile = self.reconcilers[kind]
+                delay = await asyncio.get_running_loop().run_in_executor(self._pool(), reconcile, namespace, name)
             except NotLeader as exc:
                 LOG.info("Stopped reconcile of %s %s/%s: %s", kind, namespace, name, exc)
                 return None

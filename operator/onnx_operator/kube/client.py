@@ -4,22 +4,37 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import dynamic
-from kubernetes.dynamic.exceptions import ConflictError, NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import (
+    ConflictError,
+    NotFoundError,
+    ResourceNotFoundError,
+    ServiceUnavailableError,
+    TooManyRequestsError,
+)
 
+from onnx_operator.kube.cache import ObjectCache
 from onnx_operator.kube.drift import is_satisfied, merge_patch
 
 LOG = logging.getLogger(__name__)
 # every call is bounded: a hung connection must fail the reconcile (retried), never block it forever
 TIMEOUT = (5, 30)
 
+# a throttled request (429, API priority and fairness) is retried after the server's Retry-After, as
+# client-go does; past the last attempt the reconcile fails and the loop retries it later
+THROTTLE_ATTEMPTS = 6
+THROTTLE_MAX_WAIT = 5.0
+
 Obj = dict[str, Any]
+T = TypeVar("T")
 
 
 def _now() -> str:
@@ -30,14 +45,42 @@ class NotLeader(RuntimeError):
     """This replica does not hold the leader Lease (any more), so it must not write."""
 
 
+def _retry_after(exc: Exception) -> float:
+    headers = getattr(exc, "headers", None) or {}
+    try:
+        return min(THROTTLE_MAX_WAIT, max(0.2, float(headers.get("Retry-After", 1))))
+    except (TypeError, ValueError):
+        return 1.0
+
+
+def throttled(call: Callable[[], T], what: str) -> T:
+    """Runs `call`, retrying when the API server answers 429 Too Many Requests (or 503 with Retry-After)."""
+    for attempt in range(1, THROTTLE_ATTEMPTS + 1):
+        try:
+            return call()
+        except (TooManyRequestsError, ServiceUnavailableError) as exc:
+            if attempt == THROTTLE_ATTEMPTS:
+                raise
+            wait = _retry_after(exc) * attempt
+            LOG.info("API server throttled %s (HTTP %s): retrying in %.1fs", what, exc.status, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _body(response: Any) -> Obj:
+    return dict(json.loads(response.data))
+
+
 class Kube:
     """A thin client: every write goes through here, so writes are easy to count and avoid."""
 
-    def __init__(self, api: k8s.ApiClient, field_manager: str, component: str = "onnx-operator") -> None:
+    def __init__(self, api: k8s.ApiClient, field_manager: str, component: str = "onnx-operator",
+                 cache: ObjectCache | None = None) -> None:
         self.api = api
         self.dyn = dynamic.DynamicClient(api)
         self.field_manager = field_manager
         self.component = component
+        self.cache = cache or ObjectCache()  # reads of the kinds it covers never reach the API server
         self.may_write: Callable[[], bool] = lambda: True  # leader election narrows this to the Lease holder
 
     def _check_may_write(self, what: str) -> None:
@@ -45,14 +88,16 @@ class Kube:
             raise NotLeader(f"not the leader: refused to write {what}")
 
     @classmethod
-    def from_environment(cls, field_manager: str, kubeconfig: str | None = None) -> Kube:
+    def from_environment(cls, field_manager: str, kubeconfig: str | None = None, cache: ObjectCache | None = None,
+                         connections: int = 10) -> Kube:
         """In-cluster config when running in a pod, else $KUBECONFIG / the given file."""
         configuration = k8s.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=configuration)
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        return cls(k8s.ApiClient(configuration), field_manager)
+        configuration.connection_pool_maxsize = connections  # one per reconcile worker thread
+        return cls(k8s.ApiClient(configuration), field_manager, cache=cache)
 
     def _resource(self, api_version: str, kind: str) -> Any:
         try:
@@ -63,29 +108,34 @@ class Kube:
             return self.dyn.resources.get(api_version=api_version, kind=kind)
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> Obj | None:
-        """The object, or None when it (or its kind) does not exist."""
+        """The object, or None when it (or its kind) does not exist; from the cache for the kinds it covers."""
+        if self.cache.covers(api_version, kind):
+            return self.cache.get(api_version, kind, namespace, name)
         try:
-            found = self._resource(api_version, kind).get(name=name, namespace=namespace, _request_timeout=TIMEOUT)
-            return dict(found.to_dict())
+            return _body(throttled(lambda: self._resource(api_version, kind).get(
+                name=name, namespace=namespace, _request_timeout=TIMEOUT, serialize=False), f"get {kind}"))
         except (NotFoundError, ResourceNotFoundError):
             return None
 
     def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[Obj]:
+        if self.cache.covers(api_version, kind):
+            return self.cache.list(api_version, kind, namespace, labels)
         selector = ",".join(f"{k}={v}" for k, v in sorted((labels or {}).items())) or None
-        result = self._resource(api_version, kind).get(namespace=namespace, label_selector=selector,
-                                                       _request_timeout=TIMEOUT)
-        return [dict(item) for item in result.to_dict().get("items", [])]
+        result = _body(throttled(lambda: self._resource(api_version, kind).get(
+            namespace=namespace, label_selector=selector, _request_timeout=TIMEOUT, serialize=False), f"list {kind}"))
+        return [dict(item) for item in result.get("items") or []]
 
     def apply(self, obj: Obj) -> Obj:
         """Server-side apply as our field manager (forcing: this operator owns these fields)."""
         meta = obj["metadata"]
         self._check_may_write(f"{obj['kind']} {meta.get('namespace')}/{meta['name']}")
-        result = self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
+        result = _body(throttled(lambda: self._resource(obj["apiVersion"], obj["kind"]).server_side_apply(
             body=obj, name=meta["name"], namespace=meta.get("namespace"),
-            field_manager=self.field_manager, force_conflicts=True, _request_timeout=TIMEOUT,
-        )
+            field_manager=self.field_manager, force_conflicts=True, _request_timeout=TIMEOUT, serialize=False,
+        ), f"apply {obj['kind']}"))
+        self.cache.observe(result)
         LOG.info("Applied %s %s/%s", obj["kind"], meta.get("namespace"), meta["name"])
-        return dict(result.to_dict())
+        return result
 
     def ensure(self, obj: Obj, live: Obj | None) -> bool:
         """Applies `obj` unless `live` already satisfies it; returns whether it wrote."""
@@ -116,10 +166,11 @@ class Kube:
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            self._resource(api_version, kind).delete(name=name, namespace=namespace, body=body,
-                                                    _request_timeout=TIMEOUT)
+            throttled(lambda: self._resource(api_version, kind).delete(
+                name=name, namespace=namespace, body=body, _request_timeout=TIMEOUT, serialize=False), f"delete {kind}")
         except (NotFoundError, ConflictError):
             return False
+        self.cache.forget(api_version, kind, namespace, name)
         LOG.info("Deleted %s %s/%s", kind, namespace, name)
         return True
 
@@ -127,23 +178,28 @@ class Kube:
         """Sets replicas through the scale subresource (leaves the rest of the object alone)."""
         self._check_may_write(f"{kind} {namespace}/{name}")
         resource = self._resource(api_version, kind).subresources["scale"]
-        resource.patch(body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
-                       content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
+        throttled(lambda: resource.patch(body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
+                                         content_type="application/merge-patch+json", _request_timeout=TIMEOUT,
+                                         serialize=False), f"scale {kind}")
         LOG.info("Scaled %s %s/%s to %d", kind, namespace, name, replicas)
 
     def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> None:
         """A JSON merge patch of an object we do not own whole (e.g. a user's HTTPRoute weights)."""
         self._check_may_write(f"{kind} {namespace}/{name}")
-        self._resource(api_version, kind).patch(body=body, name=name, namespace=namespace,
-                                                content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
+        throttled(lambda: self._resource(api_version, kind).patch(
+            body=body, name=name, namespace=namespace, content_type="application/merge-patch+json",
+            _request_timeout=TIMEOUT, serialize=False), f"patch {kind}")
         LOG.info("Patched %s %s/%s", kind, namespace, name)
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str, old: Obj, new: Obj) -> None:
         """Moves the status subresource (never the spec) from `old` to `new` with one merge patch."""
         self._check_may_write(f"{kind} {namespace}/{name} status")
         resource = self._resource(api_version, kind).subresources["status"]
-        resource.patch(body={"status": merge_patch(old, new)}, name=name, namespace=namespace,
-                       content_type="application/merge-patch+json", _request_timeout=TIMEOUT)
+        result = _body(throttled(lambda: resource.patch(
+            body={"status": merge_patch(old, new)}, name=name, namespace=namespace,
+            content_type="application/merge-patch+json", _request_timeout=TIMEOUT, serialize=False),
+            f"patch {kind} status"))
+        self.cache.observe(result)
 
     def event(self, regarding: Obj, type_: str, reason: str, message: str) -> None:
         """Records a core/v1 Event about `regarding` (one per call; callers emit on change only)."""
@@ -163,6 +219,7 @@ class Kube:
             "source": {"component": self.component}, "reportingComponent": self.component,
         }
         try:
-            self._resource("v1", "Event").create(body=body, namespace=meta["namespace"], _request_timeout=TIMEOUT)
+            throttled(lambda: self._resource("v1", "Event").create(
+                body=body, namespace=meta["namespace"], _request_timeout=TIMEOUT, serialize=False), "create Event")
         except Exception as exc:
             LOG.warning("Could not record Event %s on %s/%s: %s", reason, meta["namespace"], meta["name"], exc)
