@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -47,6 +49,17 @@ class ServerSettings(BaseModel):
                                         "limit). At the cap the longest-idle one is closed, else new ones get 503.")
     model_deployment: str = Field("", max_length=253, description="The ModelDeployment these pods serve: the "
                                   "`modeldeployment` label of every metric (empty outside Kubernetes).")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: REST serves HTTPS and gRPC TLS on "
+                                  "their ports (None: plain HTTP and h2c).")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle that client certificates must chain to.")
+    tls_client_auth: Literal["none", "optional", "require"] = Field(
+        "none", description="Client certificates: not asked for, verified when sent (REST), or required.")
+    tls_reload_seconds: float = Field(5, gt=0, le=3600, description="How often the TLS files are checked for "
+                                      "a new certificate (new connections use it; open ones are kept).")
+    health_port: int | None = Field(None, ge=0, le=65535, description="A plain-HTTP port serving only "
+                                    "/v2/health/live, /v2/health/ready and /metrics (for probes and Prometheus, "
+                                    "which have no client certificate); None: none.")
 
     @property
     def body_budget_bytes(self) -> int:
