@@ -132,9 +132,8 @@ def test_plain_http_to_the_tls_port_fails_fast(tls_server: ServerProcess) -> Non
 
 def test_h2c_to_the_tls_grpc_port_fails_fast(tls_server: ServerProcess) -> None:
     started = time.monotonic()
-    with grpc.insecure_channel(tls_server.grpc_target) as channel:
-        with pytest.raises(grpc.FutureTimeoutError):
-            grpc.channel_ready_future(channel).result(timeout=3)
+    with grpc.insecure_channel(tls_server.grpc_target) as channel, pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(channel).result(timeout=3)
     # the channel keeps retrying within its deadline; each attempt's TLS mismatch is refused, none hangs open
     assert time.monotonic() - started < 5
     with socket.create_connection(("127.0.0.1", tls_server.grpc_port or 0), timeout=5) as sock:
@@ -155,7 +154,7 @@ def test_the_health_port_answers_plain_http_without_a_client_certificate(mtls_se
 def test_require_refuses_a_client_without_a_certificate(mtls_server: ServerProcess, pki: Pki) -> None:
     rest = http_client(mtls_server, pki)
     try:
-        with pytest.raises(Exception, match="(?i)certificate|alert|reset|closed|EOF"):
+        with pytest.raises(Exception, match=r"(?i)certificate|alert|reset|closed|EOF"):
             infer(rest)
     finally:
         rest.close()
@@ -254,7 +253,7 @@ def test_a_replaced_certificate_is_presented_to_new_connections_and_no_request_i
         grpc_after = time.monotonic() - swapped
         before = [p.report().total for p in probers]
         # traffic keeps going across several connection ages (1 s) on the new certificate
-        wait_for("4 s more of answers", lambda: all(p.report().total >= b + 160 for p, b in zip(probers, before)),
+        wait_for("4 s more of answers", lambda: all(p.report().total >= b + 160 for p, b in zip(probers, before, strict=True)),
                  timeout=20)
     finally:
         reports = [p.stop() for p in probers]
