@@ -253,8 +253,8 @@ def test_a_replaced_certificate_is_presented_to_new_connections_and_no_request_i
         grpc_after = time.monotonic() - swapped
         before = [p.report().total for p in probers]
         # traffic keeps going across several connection ages (1 s) on the new certificate
-        wait_for("4 s more of answers", lambda: all(p.report().total >= b + 160 for p, b in zip(probers, before, strict=True)),
-                 timeout=20)
+        wait_for("4 s more of answers",
+                 lambda: all(p.report().total >= b + 160 for p, b in zip(probers, before, strict=True)), timeout=20)
     finally:
         reports = [p.stop() for p in probers]
     print(f"new certificate presented after {rest_after:.2f}s (REST), {grpc_after:.2f}s (gRPC); "
