@@ -44,6 +44,8 @@ def test_tls_mounts_the_secret_passes_the_flags_and_moves_probes_and_scrapes_to_
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["port"] == "health"
     assert template["metadata"]["annotations"]["prometheus.io/port"] == "8090"
+    assert template["metadata"]["labels"]["serving.onnx-operator.io/metrics-port"] == "health"
+    assert "serving.onnx-operator.io/metrics-port" not in pod(md())["metadata"]["labels"]
     [volume] = [v for v in template["spec"]["volumes"] if v["name"] == "tls"]
     assert volume["secret"]["secretName"] == "web-tls" and volume["secret"]["defaultMode"] == 0o440
     mount = next(m for m in container["volumeMounts"] if m["name"] == "tls")

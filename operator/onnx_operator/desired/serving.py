@@ -10,6 +10,7 @@ from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.common import RESTRICTED_CONTAINER, RESTRICTED_POD, Obj, object_meta, owner_reference
 from onnx_operator.desired.names import (
     ANNOTATION_DIGEST,
+    LABEL_METRICS_PORT,
     LABEL_NAME,
     LABEL_VERSION,
     deployment_name,
@@ -184,7 +185,8 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
         "template": {
-            "metadata": {"labels": labels, "annotations": pod_annotations},
+            "metadata": {"labels": {**labels, **({LABEL_METRICS_PORT: "health"} if md.spec.tls else {})},
+                         "annotations": pod_annotations},
             "spec": {
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
