@@ -12,10 +12,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
@@ -25,11 +23,11 @@ from onnx_operator.handlers.gates import read_gates
 from tritonclient.utils import InferenceServerException
 
 from localcluster.harness import ClusterHandle, wait_for
-from localcluster.models import make_model
 from localcluster.prober import CLIENTS, DEFAULT_BODY, ClientMix, Prober
 from tests.e2e.conftest import ModelStore
 from tests.e2e.helpers import condition, get, model_deployment, model_version, service_url, wait_mv_phase, wait_ready
 from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
+from tests.runtime.test_tls import assert_answers, infer
 from tests.runtime.tls_files import Pki, fingerprint, presented_certificate
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("operator")]
@@ -38,12 +36,6 @@ AGE = 2  # spec.runtime.maxConnectionAgeSeconds: keep-alive and gRPC clients ope
 # the kubelet refreshes a mounted Secret at its next pod sync (syncFrequency 1 min, plus its cache's TTL and
 # jitter: ~60-90 s), then onnx-server sees the files within --tls-reload-seconds (5 s)
 ROTATION_BOUND = 180.0
-X = np.asarray([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]], dtype=np.float32)
-
-
-def expected(x: np.ndarray) -> np.ndarray:
-    import onnxruntime as ort
-    return ort.InferenceSession(make_model(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
 
 
 def tls_secret(name: str, files: dict[str, bytes]) -> str:
@@ -67,15 +59,6 @@ def wait_rolled(cluster: ClusterHandle, ns: str, md: str, has_arg: str | None, t
                 return False
         return True
     wait_for(f"{md}'s pods rolled ({has_arg or 'plain'}) and Ready", done, timeout=timeout, interval=1)
-
-
-def infer(client: Any) -> np.ndarray:
-    module = httpclient if isinstance(client, httpclient.InferenceServerClient) else grpcclient
-    tensor = module.InferInput("x", list(X.shape), "FP32")
-    tensor.set_data_from_numpy(X)
-    out = client.infer("linear", [tensor], **({"client_timeout": 10} if module is grpcclient else {})).as_numpy("y")
-    assert out is not None
-    return out
 
 
 @dataclass
@@ -166,11 +149,8 @@ def tls_web(cluster: ClusterHandle, models: ModelStore, prometheus_bin: Path,
 def test_rest_and_grpc_over_tls_through_the_service_match_onnxruntime(tls_web: TlsWeb) -> None:
     md = get(tls_web.cluster, "md", tls_web.namespace, "web")
     service = get(tls_web.cluster, "service", tls_web.namespace, "web")
-    for client in (tls_web.http(), tls_web.grpc()):
-        try:
-            np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-        finally:
-            client.close()
+    assert_answers(tls_web.http())
+    assert_answers(tls_web.grpc())
     assert md["status"]["url"].startswith("https://")
     assert {p["name"]: p.get("appProtocol") for p in service["spec"]["ports"]} == {"http": "https", "grpc": "https"}
     assert all(p["name"] != "health" for p in service["spec"]["ports"])
@@ -243,20 +223,16 @@ def test_client_certificate_modes_keep_readiness_and_scrapes(tls_web: TlsWeb, mo
     wait_rolled(tls_web.cluster, ns, "web", mode.lower())
     wait_ready(tls_web.cluster, ns, "web", timeout=120)
 
-    with_cert = tls_web.http(client_cert=True), tls_web.grpc(client_cert=True)
-    without = tls_web.http(), tls_web.grpc()
-    try:
-        for client in with_cert:
-            np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-        if mode == "Require":
-            for client in without:
-                with pytest.raises(Exception, match=r"(?i)certificate|alert|reset|closed|EOF|UNAVAILABLE"):
-                    infer(client)
-        else:  # Optional: a client without a certificate is still answered
-            for client in without:
-                np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-    finally:
-        for client in (*with_cert, *without):
+    assert_answers(tls_web.http(client_cert=True))
+    assert_answers(tls_web.grpc(client_cert=True))
+    for client in (tls_web.http(), tls_web.grpc()):
+        if mode == "Optional":  # a client without a certificate is still answered
+            assert_answers(client)
+            continue
+        try:
+            with pytest.raises(Exception, match=r"(?i)certificate|alert|reset|closed|EOF|UNAVAILABLE"):
+                infer(client)
+        finally:
             client.close()
     Prober(tls_web.url, "linear", rate=20, max_requests=60, max_seconds=10, ca_file=str(tls_web.pki.ca.cert),
            client_cert=tls_web.client_files()).start().wait()

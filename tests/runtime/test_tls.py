@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -48,26 +48,31 @@ def start(tmp: Path, *args: str) -> ServerProcess:
 
 
 @pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServerProcess]:
-    srv = start(tmp_path_factory.mktemp("tls"), *tls_args(pki))
-    yield srv
-    srv.stop()
+def serve_tls(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Callable[..., ServerProcess]]:
+    """Starts TLS servers with extra flags; stops them all at the module's end."""
+    started: list[ServerProcess] = []
+
+    def serve(name: str, *extra: str) -> ServerProcess:
+        started.append(start(tmp_path_factory.mktemp(name), *tls_args(pki, *extra)))
+        return started[-1]
+    yield serve
+    for srv in started:
+        srv.stop()
 
 
 @pytest.fixture(scope="module")
-def mtls_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServerProcess]:
-    srv = start(tmp_path_factory.mktemp("mtls"), *tls_args(pki, "--tls-client-ca", str(pki.ca.cert),
-                                                           "--tls-client-auth", "require"))
-    yield srv
-    srv.stop()
+def tls_server(serve_tls: Callable[..., ServerProcess]) -> ServerProcess:
+    return serve_tls("tls")
 
 
 @pytest.fixture(scope="module")
-def optional_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServerProcess]:
-    srv = start(tmp_path_factory.mktemp("opt"), *tls_args(pki, "--tls-client-ca", str(pki.ca.cert),
-                                                          "--tls-client-auth", "optional"))
-    yield srv
-    srv.stop()
+def mtls_server(serve_tls: Callable[..., ServerProcess], pki: Pki) -> ServerProcess:
+    return serve_tls("mtls", "--tls-client-ca", str(pki.ca.cert), "--tls-client-auth", "require")
+
+
+@pytest.fixture(scope="module")
+def optional_server(serve_tls: Callable[..., ServerProcess], pki: Pki) -> ServerProcess:
+    return serve_tls("opt", "--tls-client-ca", str(pki.ca.cert), "--tls-client-auth", "optional")
 
 
 def http_client(srv: ServerProcess, pki: Pki, client: Pki | None = None) -> httpclient.InferenceServerClient:
@@ -96,20 +101,20 @@ def infer(client: httpclient.InferenceServerClient | grpcclient.InferenceServerC
     return out
 
 
-def test_https_inference_with_tritonclient_http_matches_onnxruntime(tls_server: ServerProcess, pki: Pki) -> None:
-    client = http_client(tls_server, pki)
+def assert_answers(client: httpclient.InferenceServerClient | grpcclient.InferenceServerClient) -> None:
+    """The client's inference matches onnxruntime; the client is closed either way."""
     try:
         np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
     finally:
         client.close()
+
+
+def test_https_inference_with_tritonclient_http_matches_onnxruntime(tls_server: ServerProcess, pki: Pki) -> None:
+    assert_answers(http_client(tls_server, pki))
 
 
 def test_grpc_tls_inference_with_tritonclient_grpc_matches_onnxruntime(tls_server: ServerProcess, pki: Pki) -> None:
-    client = grpc_client(tls_server, pki)
-    try:
-        np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-    finally:
-        client.close()
+    assert_answers(grpc_client(tls_server, pki))
 
 
 def test_a_client_without_the_ca_is_refused_on_both_ports(tls_server: ServerProcess, other_pki: Pki) -> None:
@@ -176,11 +181,8 @@ def test_require_refuses_a_certificate_from_another_ca(mtls_server: ServerProces
 
 
 def test_require_answers_a_client_with_a_certificate(mtls_server: ServerProcess, pki: Pki) -> None:
-    for client in (http_client(mtls_server, pki, pki), grpc_client(mtls_server, pki, pki)):
-        try:
-            np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-        finally:
-            client.close()
+    assert_answers(http_client(mtls_server, pki, pki))
+    assert_answers(grpc_client(mtls_server, pki, pki))
 
 
 def test_optional_answers_without_a_certificate_and_verifies_one_that_is_sent(
@@ -192,11 +194,7 @@ def test_optional_answers_without_a_certificate_and_verifies_one_that_is_sent(
     ctx.load_cert_chain(stranger.cert, stranger.key)
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{optional_server.url}/v2/health/ready", verify=ctx, timeout=5).raise_for_status()
-    client = grpc_client(optional_server, pki)
-    try:
-        np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-    finally:
-        client.close()
+    assert_answers(grpc_client(optional_server, pki))
 
 
 def test_tls_flags_that_do_not_fit_exit_with_a_message(tmp_path: Path, pki: Pki) -> None:
@@ -276,8 +274,4 @@ def test_a_broken_replacement_keeps_the_current_certificate(rotating: tuple[Serv
              timeout=RELOAD + 5)
     assert presented_certificate("127.0.0.1", srv.port, ca) == first
     assert presented_certificate("127.0.0.1", srv.grpc_port or 0, ca, ("h2",)) == first
-    client = grpc_client(srv, pki)
-    try:
-        np.testing.assert_allclose(infer(client), expected(X), rtol=1e-6)
-    finally:
-        client.close()
+    assert_answers(grpc_client(srv, pki))
