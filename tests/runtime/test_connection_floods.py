@@ -13,6 +13,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import h2.config
+import h2.connection
 import httpx
 import numpy as np
 import pytest
@@ -223,3 +225,73 @@ def test_grpc_slow_handshakes_are_cut_and_calls_keep_being_answered(server: Serv
           f"{after:.1f}s after the flood (handshake deadline {HEADER_TIMEOUT:g}s), {left} flood connections left")
     np.testing.assert_allclose(out[0], expected(X), rtol=1e-5)
     assert after <= HEADER_TIMEOUT + 3, "the slow handshakes held the gRPC port past their deadline"
+
+
+class H2Flood:
+    """`count` HTTP/2 connections to a gRPC port that complete the connection preface and then either sit
+    idle or open one ModelInfer stream and never send its message."""
+
+    def __init__(self, port: int, count: int, open_stream: bool) -> None:
+        self.socks: list[socket.socket] = []
+        for _ in range(count):
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                continue
+            conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            conn.initiate_connection()
+            if open_stream:
+                conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "x"),
+                                      (":path", "/inference.GRPCInferenceService/ModelInfer"),
+                                      ("content-type", "application/grpc"), ("te", "trailers")])
+            with contextlib.suppress(OSError):
+                sock.sendall(conn.data_to_send())
+            sock.setblocking(False)
+            self.socks.append(sock)
+        self.opened_at = time.monotonic()
+
+    def open_count(self) -> int:
+        """Connections the server has not closed (frames it sent, SETTINGS or GOAWAY, are read and dropped)."""
+        still = 0
+        for sock in self.socks:
+            try:
+                while sock.recv(65536):
+                    pass
+            except BlockingIOError:
+                still += 1
+            except OSError:
+                pass
+        return still
+
+    def close(self) -> None:
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+@pytest.mark.parametrize("open_stream", [False, True], ids=["idle-channels", "open-streams"])
+def test_grpc_idle_channels_and_open_streams_are_bounded(tmp_path: Path, open_stream: bool) -> None:
+    """Idle HTTP/2 connections get GOAWAY after the idle timeout; a stream that never sends its message
+    is bounded by the connection age plus its grace. Calls are answered once they are gone."""
+    srv = ServerProcess(model_dir(tmp_path, make_model()), *LIMITS, "--max-connection-age", "2",
+                        "--grace-seconds", "2", wrapper=NOFILE_1024)
+    flood = H2Flood(int(srv.grpc_port or 0), FLOOD, open_stream)
+    bound = (2 * 1.1 + 2) if open_stream else IDLE_TIMEOUT
+    tensor = grpcclient.InferInput("x", [2, 4], "FP32")
+    tensor.set_data_from_numpy(np.asarray(X, dtype=np.float32))
+    try:
+        wait_for("the flood's connections closed", lambda: flood.open_count() == 0, timeout=bound + 10,
+                 interval=0.25)
+        cleared = time.monotonic() - flood.opened_at
+        client = grpcclient.InferenceServerClient(srv.grpc_target)
+        try:
+            out = client.infer("linear", [tensor], client_timeout=2).as_numpy("y")
+        finally:
+            client.close()
+    finally:
+        flood.close()
+        srv.stop()
+    kind = "open streams" if open_stream else "idle channels"
+    print(f"\n[grpc {kind}] {len(flood.socks)} connected; all closed {cleared:.1f}s after the flood (bound {bound:g}s)")
+    np.testing.assert_allclose(out, expected(X), rtol=1e-5)
+    assert cleared <= bound + 4
