@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -38,8 +39,10 @@ AGE = 2  # spec.runtime.maxConnectionAgeSeconds: keep-alive and gRPC clients ope
 ROTATION_BOUND = 180.0
 
 
-def tls_secret(name: str, files: dict[str, bytes]) -> str:
-    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/tls",
+def tls_secret(name: str, files: dict[str, bytes], type_: str = "kubernetes.io/tls") -> str:
+    """(the API server itself refuses a kubernetes.io/tls Secret without tls.crt and tls.key: an incomplete one
+    is Opaque)"""
+    return json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": type_,
                        "data": {k: base64.b64encode(v).decode() for k, v in files.items()}})
 
 
@@ -239,6 +242,12 @@ def test_client_certificate_modes_keep_readiness_and_scrapes(tls_web: TlsWeb, mo
     tls_web.gates_judged()
 
 
+def serving_objects(cluster: ClusterHandle, ns: str) -> dict[str, Any]:
+    """What the operator owns of `web`, as it wrote it (specs and generations; statuses move on their own)."""
+    dep, svc = get(cluster, "deployment", ns, "web-v1"), get(cluster, "service", ns, "web")
+    return {"deployment": (dep["metadata"]["generation"], dep["spec"]["template"]), "service": svc["spec"]}
+
+
 def test_a_missing_or_incomplete_secret_is_a_condition_and_nothing_else_is_disturbed(
         cluster: ClusterHandle, namespace: str, models: ModelStore) -> None:
     cluster.apply(model_version("v1", models.model("tls-missing-1.onnx")), namespace)
@@ -246,8 +255,7 @@ def test_a_missing_or_incomplete_secret_is_a_condition_and_nothing_else_is_distu
     cluster.apply(model_deployment("web", "v1", replicas=1, kwok=False), namespace)
     wait_ready(cluster, namespace, "web", timeout=240)
     url = service_url(cluster, namespace, "web")
-    before = {kind: get(cluster, kind, namespace, name)["metadata"]["resourceVersion"]
-              for kind, name in (("deployment", "web-v1"), ("service", "web"))}
+    before = serving_objects(cluster, namespace)
     prober = Prober(url, "linear", rate=10, max_seconds=120, timeout=5).start()
     try:
         cluster.apply(model_deployment("web", "v1", replicas=1, kwok=False, tls={"secretName": "absent"}),
@@ -255,14 +263,13 @@ def test_a_missing_or_incomplete_secret_is_a_condition_and_nothing_else_is_distu
         md = wait_for("Degraded with TLSSecretNotFound", lambda: (o := get(cluster, "md", namespace, "web")) and
                       condition(o, "Degraded").get("reason") == "TLSSecretNotFound" and o, timeout=60)
         message = condition(md, "Degraded")["message"]
-        cluster.apply(tls_secret("absent", {"tls.crt": b"-----BEGIN CERTIFICATE-----\n"}), namespace)
+        cluster.apply(tls_secret("absent", {"tls.crt": b"-----BEGIN CERTIFICATE-----\n"}, "Opaque"), namespace)
         md = wait_for("Degraded with TLSSecretInvalid", lambda: (o := get(cluster, "md", namespace, "web")) and
                       condition(o, "Degraded").get("reason") == "TLSSecretInvalid" and o, timeout=60)
         invalid = condition(md, "Degraded")["message"]
     finally:
         report = prober.stop()
-    after = {kind: get(cluster, kind, namespace, name)["metadata"]["resourceVersion"]
-             for kind, name in (("deployment", "web-v1"), ("service", "web"))}
+    after = serving_objects(cluster, namespace)
     assert "Secret 'absent' (spec.tls.secretName) not found" in message and "v1 keeps serving" in message
     assert "Secret 'absent'" in invalid and "no key 'tls.key'" in invalid
     assert "BEGIN" not in invalid, "no Secret value in a status"
