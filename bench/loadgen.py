@@ -65,7 +65,8 @@ def perf_analyzer() -> tuple[Path, dict[str, str]]:
 
 
 def wrk(port: int, path: str, body: bytes, headers: dict[str, str], seconds: float, concurrency: int,
-        work: Path) -> dict[str, Any]:
+        work: Path, scheme: str = "http") -> dict[str, Any]:
+    """`scheme="https"`: wrk speaks TLS (it does not verify the certificate: loopback only)."""
     ensure_apt("wrk")
     (work / "body.bin").write_bytes(body)
     (work / "bench.lua").write_text(WRK_SCRIPT)
@@ -74,7 +75,7 @@ def wrk(port: int, path: str, body: bytes, headers: dict[str, str], seconds: flo
            "BENCH_HEADER_LENGTH": headers.get("Inference-Header-Content-Length", "")}
     out = subprocess.run(["taskset", "-c", CLIENT_CORE, shutil.which("wrk") or "wrk", "-t1", f"-c{concurrency}",
                           f"-d{seconds:g}s", "--timeout", "10s", "-s", str(work / "bench.lua"),
-                          f"http://127.0.0.1:{port}{path}"], env=env, capture_output=True, text=True,
+                          f"{scheme}://127.0.0.1:{port}{path}"], env=env, capture_output=True, text=True,
                          timeout=seconds + 60, check=True).stdout
     stats = json.loads(out.strip().splitlines()[-1])
     return {"requests_per_s": stats["requests"] / (stats["duration_us"] / 1e6), "p50_us": stats["p50_us"],

@@ -12,7 +12,8 @@ concurrency. Prints the tables with ratios and the issue's targets, and writes b
                                   [--connection-ages 0,30,1,0.2]
 
 Last, keep-alive rows: the tiny MLP with onnx-server's --max-connection-age at each age (wrk reconnects on
-`Connection: close`), so the cost of the connection lifetime is measured against it off, same run.
+`Connection: close`), so the cost of the connection lifetime is measured against it off, same run; and the
+same server over plain HTTP and HTTPS (--tls-cert), back to back: the TLS cost per request.
 
 The machine is shared: figures move by 10-30% between runs; compare ratios within one run.
 """
@@ -85,7 +86,8 @@ def bodies(name: str, array: np.ndarray, output: str) -> dict[str, tuple[bytes, 
 
 
 def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array: np.ndarray, formats: list[str],
-              generators: list[str], levels: list[int], seconds: float, work: Path) -> list[dict[str, Any]]:
+              generators: list[str], levels: list[int], seconds: float, work: Path,
+              scheme: str = "http") -> list[dict[str, Any]]:
     rows = []
     requests = bodies(name, array, "y" if model != "cnn" else "logits")
     for fmt in formats:
@@ -95,9 +97,9 @@ def load_rows(srv: servers.BenchServer, label: str, model: str, name: str, array
                 path = f"/v2/models/{srv.name}/infer"
                 try:
                     if gen == "wrk":
-                        loadgen.wrk(srv.port, path, body, headers, 1, c, work)  # warm-up
+                        loadgen.wrk(srv.port, path, body, headers, 1, c, work, scheme)  # warm-up
                         cpu = srv.cpu_seconds()
-                        stats = loadgen.wrk(srv.port, path, body, headers, seconds, c, work)
+                        stats = loadgen.wrk(srv.port, path, body, headers, seconds, c, work, scheme)
                         stats["cpu_us"] = 1e6 * (srv.cpu_seconds() - cpu) / max(1.0, stats["requests_per_s"] * seconds)
                     else:
                         stats = loadgen.perf(srv.port, srv.name, loadgen.perf_input(name, array, True),
@@ -157,6 +159,41 @@ def bench_connection_age(args: argparse.Namespace, tmp: Path) -> list[dict[str, 
         finally:
             srv.stop()
     return rows
+
+
+def bench_tls(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """The same server over plain HTTP and HTTPS (wrk keep-alive, tiny MLP, binary), back to back: what TLS
+    costs per request once the connection is up (the handshake is paid once per connection, i.e. once per
+    --max-connection-age per client)."""
+    from tests.runtime.tls_files import Pki
+
+    data, name, shape = MODELS["tiny-mlp"]()
+    array = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
+    pair = Pki(tmp / "pki").serving("bench")
+    rows = []
+    for scheme, extra in (("http", ()), ("https", ("--tls-cert", str(pair.cert), "--tls-key", str(pair.key)))):
+        folder = model_dir(tmp / f"tls-{scheme}", data)
+        srv = servers.onnx_server(folder, "m", *extra)
+        try:
+            for row in load_rows(srv, f"onnx-server {scheme}", "tiny-mlp", name, array, ["binary"], ["wrk"],
+                                 sorted({1, max(args.levels)}), args.seconds, folder, scheme):
+                rows.append({**row, "scheme": scheme})
+        finally:
+            srv.stop()
+    return rows
+
+
+def print_tls(rows: list[dict[str, Any]]) -> None:
+    tls = [r for r in rows if r.get("scheme") == "https"]
+    if tls:
+        print("\nTLS (tiny-mlp, binary, wrk keep-alive): HTTPS against plain HTTP, same run")
+    for r in tls:
+        plain = find(rows, scheme="http", concurrency=r["concurrency"])
+        if plain is None:
+            continue
+        print(f"  c={r['concurrency']:<3} {r['requests_per_s']:8.0f} req/s ({ratio(r, plain):.3f}x of "
+              f"{plain['requests_per_s']:.0f}); p50 {r['p50_us'] - plain['p50_us']:+6.0f} us; server CPU "
+              f"{r.get('cpu_us', float('nan')) - plain.get('cpu_us', float('nan')):+6.1f} us per request")
 
 
 def print_connection_age(rows: list[dict[str, Any]]) -> None:
@@ -261,12 +298,15 @@ def main() -> None:
             rows += bench_model(model, args, Path(tmp))
         if "onnx-server" in args.servers and "wrk" in args.generators:
             rows += bench_connection_age(args, Path(tmp))
+            rows += bench_tls(args, Path(tmp))
     print(f"\nmachine: {os.cpu_count()} cores, shared (noisy: compare ratios within this run); server on core "
           f"{loadgen.SERVER_CORE}, load generator on core {loadgen.CLIENT_CORE}; onnxruntime {ort.__version__}, "
           f"1 intra-op thread; {args.seconds:g} s per row")
-    print_tables([r for r in rows if "connection_age_s" not in r])
+    main_rows = [r for r in rows if "connection_age_s" not in r and "scheme" not in r]
+    print_tables(main_rows)
     print_connection_age(rows)
-    results = verdicts([r for r in rows if "connection_age_s" not in r], max(args.levels))
+    print_tls(rows)
+    results = verdicts(main_rows, max(args.levels))
     print("\ntargets (from the issue):")
     for key, value in results.items():
         target, lower = TARGETS[key], key.endswith("_us")

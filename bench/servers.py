@@ -26,8 +26,10 @@ class BenchServer:
     """One server process on 127.0.0.1; ready when GET /v2/models/{name}/ready answers 200."""
 
     def __init__(self, label: str, cmd: list[str], log: Path, name: str, port: int, cwd: Path | None = None,
-                 grpc_port: int | None = None) -> None:
+                 grpc_port: int | None = None, ready_port: int | None = None) -> None:
+        """`ready_port`: a plain port answering the readiness check (onnx-server's --health-port with TLS)."""
         self.label, self.name, self.log, self.port, self.grpc_port = label, name, log, port, grpc_port
+        self.ready_port = ready_port or port
         self.proc = subprocess.Popen([*PIN, *cmd], stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=cwd)
         wait_for(f"{label} to be ready", self._ready, timeout=180)
 
@@ -35,7 +37,8 @@ class BenchServer:
         if self.proc.poll() is not None:
             raise RuntimeError(f"{self.label} exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
         try:
-            return httpx.get(f"http://127.0.0.1:{self.port}/v2/models/{self.name}/ready", timeout=2).status_code == 200
+            path = "/v2/health/ready" if self.ready_port != self.port else f"/v2/models/{self.name}/ready"
+            return httpx.get(f"http://127.0.0.1:{self.ready_port}{path}", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -50,10 +53,13 @@ class BenchServer:
 
 
 def onnx_server(model_dir: Path, name: str, *extra: str) -> BenchServer:
+    """With --tls-cert among `extra`, readiness is checked on a plain --health-port."""
     port = free_port()
+    health = free_port() if "--tls-cert" in extra else None
+    extra = (*extra, "--health-port", str(health)) if health else extra
     return BenchServer("onnx-server", [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir),
                                       "--name", name, "--version", "1", "--port", str(port), "--threads", "1", *extra],
-                       model_dir / "onnx-server.log", name, port)
+                       model_dir / "onnx-server.log", name, port, ready_port=health)
 
 
 def kserve(model_dir: Path, name: str, grpc: bool = False) -> BenchServer:

@@ -18,6 +18,10 @@ connections, not requests, so the kind of client decides which pods see its requ
 - "triton-http": one `tritonclient.http` client (keep-alive, one connection);
 - "triton-grpc": one `tritonclient.grpc` client, i.e. one HTTP/2 channel, to `grpc_target`.
 
+With an https:// address, `ca_file` is the CA every kind of client verifies the server against (and
+`client_cert`, a (certificate, key) pair of files, is presented when the server asks for one); gRPC then
+uses TLS too.
+
 `python -m localcluster.prober URL MODEL --rate 20 --seconds 30` prints the live summary line.
 """
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import ssl
 import threading
 import time
 from collections import Counter
@@ -169,7 +174,8 @@ class Prober:
                  max_seconds: float = 300.0, timeout: float = 2.0, body: dict[str, Any] | None = None,
                  keepalive: bool = False, workers: int = 16, client: str = "per-request",
                  grpc_target: str | None = None, retry_503: int = 0,
-                 on_summary: Callable[[str], None] | None = None, summary_every: float = 1.0) -> None:
+                 on_summary: Callable[[str], None] | None = None, summary_every: float = 1.0,
+                 ca_file: str | None = None, client_cert: tuple[str, str] | None = None) -> None:
         _check("rate", rate, 0 < rate <= MAX_RATE, f"between 0 (exclusive) and {MAX_RATE:g} requests/s")
         _check("max_requests", max_requests, 1 <= max_requests <= MAX_REQUESTS, f"between 1 and {MAX_REQUESTS}")
         _check("max_seconds", max_seconds, 0 < max_seconds <= MAX_SECONDS, f"between 0 and {MAX_SECONDS:g}")
@@ -183,12 +189,18 @@ class Prober:
         if client == "pooled":
             keepalive = True
         elif client.startswith("triton"):
-            self._triton = TritonSender(client, base_url, grpc_target, model, body or DEFAULT_BODY, timeout)
+            self._triton = TritonSender(client, base_url, grpc_target, model, body or DEFAULT_BODY, timeout,
+                                        TlsOptions(ca_file, client_cert) if base_url.startswith("https") else None)
         self.rate, self.max_requests, self.max_seconds = rate, max_requests, max_seconds
         self.body = body if body is not None else DEFAULT_BODY
         self.on_summary, self.summary_every = on_summary, summary_every
         limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers if keepalive else 0)
-        self._client = httpx.Client(timeout=timeout, limits=limits)
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            verify = ssl.create_default_context(cafile=ca_file)
+            if client_cert is not None:
+                verify.load_cert_chain(*client_cert)
+        self._client = httpx.Client(timeout=timeout, limits=limits, verify=verify)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prober")
         self._samples: list[Sample] = []
         self._lock = threading.Lock()
@@ -298,16 +310,36 @@ class Prober:
         return status, version, error, reason
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """What a TLS client of the prober verifies against and presents."""
+
+    ca_file: str | None
+    client_cert: tuple[str, str] | None
+
+    def http_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"ca_certs": self.ca_file} if self.ca_file else {}
+        if self.client_cert:
+            options.update(certfile=self.client_cert[0], keyfile=self.client_cert[1])
+        return options
+
+    def grpc_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"ssl": True, "root_certificates": self.ca_file}
+        if self.client_cert:
+            options.update(certificate_chain=self.client_cert[0], private_key=self.client_cert[1])
+        return options
+
+
 class TritonSender:
     """Requests through Triton's own Python clients: `tritonclient.http` (one client per worker thread,
     each one keep-alive connection: its gevent client must stay on the thread that made it) or
     `tritonclient.grpc` (one client, one HTTP/2 channel, shared by the workers)."""
 
     def __init__(self, kind: str, base_url: str, grpc_target: str | None, model: str, body: dict[str, Any],
-                 timeout: float) -> None:
+                 timeout: float, tls: TlsOptions | None = None) -> None:
         import numpy as np
 
-        self.kind, self.model, self.timeout = kind, model, timeout
+        self.kind, self.model, self.timeout, self.tls = kind, model, timeout, tls
         self.host = base_url.split("://", 1)[1].rstrip("/")
         self.grpc_target = grpc_target or ""
         self.arrays = [(t["name"], np.asarray(t["data"], dtype=_NUMPY[t["datatype"]]).reshape(t["shape"]),
@@ -322,11 +354,13 @@ class TritonSender:
             if self.kind == "triton-grpc":
                 import tritonclient.grpc as tc
                 with self._lock:
-                    client = self._clients[0] if self._clients else tc.InferenceServerClient(self.grpc_target)
+                    client = self._clients[0] if self._clients else tc.InferenceServerClient(
+                        self.grpc_target, **(self.tls.grpc_options() if self.tls else {}))
             else:
                 import tritonclient.http as tc  # type: ignore[no-redef]
+                tls = {"ssl": True, "ssl_options": self.tls.http_options()} if self.tls else {}
                 client = tc.InferenceServerClient(self.host, connection_timeout=self.timeout,
-                                                  network_timeout=self.timeout)
+                                                  network_timeout=self.timeout, **tls)
             with self._lock:
                 if client not in self._clients:
                     self._clients.append(client)
@@ -409,11 +443,13 @@ class ClientMix:
 
     def __init__(self, base_url: str, grpc_target: str, model: str, *, rate: float = 20.0,
                  max_seconds: float = 300.0, timeout: float = 5.0, body: dict[str, Any] | None = None,
-                 kinds: tuple[str, ...] = CLIENTS) -> None:
+                 kinds: tuple[str, ...] = CLIENTS, ca_file: str | None = None,
+                 client_cert: tuple[str, str] | None = None) -> None:
         workers = {"per-request": 16, "pooled": 3, "triton-http": 1, "triton-grpc": 4}
         self.probers = {kind: Prober(base_url, model, rate=rate, max_requests=int(rate * max_seconds) + 1,
                                      max_seconds=max_seconds, timeout=timeout, body=body, client=kind,
-                                     grpc_target=grpc_target, workers=workers[kind]) for kind in kinds}
+                                     grpc_target=grpc_target, workers=workers[kind], ca_file=ca_file,
+                                     client_cert=client_cert) for kind in kinds}
 
     def start(self) -> ClientMix:
         for prober in self.probers.values():

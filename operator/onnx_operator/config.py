@@ -31,6 +31,8 @@ class OperatorConfig(BaseModel):
     grpc_port: int = Field(8081, ge=1024, le=65535, description="Port the runtime server serves gRPC on.")
     peer_port: int = Field(8090, ge=1024, le=65535, description="Port serving pods hand their verified model "
                            "files to new pods of the same ModelDeployment on (never on the user-facing Services).")
+    health_port: int = Field(8082, ge=1024, le=65535, description="Plain-HTTP port of the runtime server's health "
+                             "and metrics when spec.tls is set (probes and Prometheus have no client certificate).")
     verify_deadline_seconds: int = Field(600, ge=30, description="How long a verification Job may run.")
     verify_backoff_limit: int = Field(2, ge=0, le=10, description="Retries of a verification Job whose "
                                       "download failed (a bad checksum or model fails at once).")

@@ -83,6 +83,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def health_routes(plane: DataPlane) -> list[Route]:
+    """Liveness, readiness and metrics: on the serving port, and alone on the health port."""
+    async def live(_: Request) -> Response:
+        return JSONResponse({"live": True})
+
+    async def ready(_: Request) -> Response:
+        return JSONResponse({"ready": plane.ready}, status_code=200 if plane.ready else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return [Route("/v2/health/live", live), Route("/v2/health/ready", ready), Route("/metrics", metrics)]
+
+
+def create_health_app(plane: DataPlane) -> Starlette:
+    """The plain-HTTP health port's app: what the kubelet and Prometheus need, without a client certificate."""
+    return Starlette(routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in health_routes(plane)])
+
+
 def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = True) -> Starlette:
     """The REST app; with owns_plane=False its lifespan leaves starting and stopping the plane to the caller."""
     budget = plane.budget
@@ -93,12 +112,6 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
     async def server_meta(_: Request) -> Response:
         return JSONResponse({"name": "onnx-server", "version": plane.server_version,
                              "extensions": ["binary_tensor_data"]})
-
-    async def live(_: Request) -> Response:
-        return JSONResponse({"live": True})
-
-    async def ready(_: Request) -> Response:
-        return JSONResponse({"ready": plane.ready}, status_code=200 if plane.ready else 503)
 
     async def model_meta(request: Request) -> Response:
         check_model(request)
@@ -136,9 +149,6 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         check_model(request)
         return JSONResponse(plane.model_config())
 
-    async def metrics(_: Request) -> Response:
-        return Response(plane.metrics.render(), media_type="text/plain; version=0.0.4")
-
     async def openapi(_: Request) -> Response:
         return JSONResponse(openapi_document(settings.name, settings.version))
 
@@ -152,7 +162,7 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         return JSONResponse({"error": str(getattr(exc, "detail", "error"))}, status_code=status)
 
     routes = [
-        Route("/v2", server_meta), Route("/v2/health/live", live), Route("/v2/health/ready", ready),
+        Route("/v2", server_meta), *health_routes(plane),
         Route("/v2/models/{name}", model_meta), Route("/v2/models/{name}/versions/{version}", model_meta),
         Route("/v2/models/{name}/ready", model_ready),
         Route("/v2/models/{name}/config", model_config),
@@ -160,7 +170,7 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
         Route("/v2/models/{name}/infer", infer, methods=["POST"]),
         Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
-        Route("/metrics", metrics), Route("/v2/openapi.json", openapi),
+        Route("/v2/openapi.json", openapi),
     ]
     routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes]
     from starlette.exceptions import HTTPException

@@ -100,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from onnx_server.dataplane import DataPlane
     from onnx_server.serve import serve
     from onnx_server.settings import ServerSettings
+    from onnx_server.tls import reloader_for
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -113,7 +114,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             max_connection_age_seconds=args.max_connection_age, model_deployment=args.model_deployment,
             header_timeout_seconds=args.header_timeout, body_timeout_seconds=args.body_timeout,
             min_body_bytes_per_second=args.min_body_rate, idle_timeout_seconds=args.idle_timeout,
-            max_connections=args.max_connections,
+            max_connections=args.max_connections, tls_cert=args.tls_cert, tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca, tls_client_auth=args.tls_client_auth,
+            tls_reload_seconds=args.tls_reload_seconds, health_port=args.health_port,
             namespace=args.namespace,
             payload_log_url=args.payload_log_url, payload_log_sample_rate=args.payload_log_sample_rate,
             payload_log_mode=args.payload_log_mode,
@@ -122,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             payload_log_max_queue_bytes=args.payload_log_max_queue_bytes, payload_log_senders=args.payload_log_senders)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
+    tls = reloader_for(settings.tls_cert, settings.tls_key, settings.tls_client_ca, settings.tls_client_auth)
     plane = DataPlane(settings)
     plane.load()  # fail fast (exit non-zero) on a bad model, before listening
     if args.peer_port is not None:
@@ -129,7 +133,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             raise InvalidArgument("--peer-port needs --peer-token-file")
         # its own port and thread, apart from the inference frontends; it ends with the process
         PeerFileServer(Path(args.model_dir), Path(args.peer_token_file), args.host, args.peer_port).start()
-    serve(settings, plane)
+    serve(settings, plane, tls)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +191,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most tensor bytes waiting for the sink; more are dropped (counted)")
     log.add_argument("--payload-log-senders", type=int, default=1,
                      help="threads posting to the sink (more: more events per second, more CPU taken from inference)")
+    serve.add_argument("--tls-cert", type=Path, metavar="FILE",
+                       help="PEM certificate chain: HTTPS on --port and TLS on --grpc-port (needs --tls-key)")
+    serve.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
+    serve.add_argument("--tls-client-ca", type=Path, metavar="FILE",
+                       help="PEM CA bundle client certificates must chain to (with --tls-client-auth)")
+    serve.add_argument("--tls-client-auth", choices=("none", "optional", "require"), default="none",
+                       help="client certificates: none, optional (verified when sent; REST only) or require")
+    serve.add_argument("--tls-reload-seconds", type=float, default=5, metavar="SECONDS",
+                       help="check the TLS files this often; a new certificate is used for new connections")
+    serve.add_argument("--health-port", type=int, default=None, metavar="PORT",
+                       help="plain HTTP port with only /v2/health/live, /v2/health/ready and /metrics")
     serve.set_defaults(run=cmd_serve)
     for name, helptext in (("fetch", "download and check a model (one file, an archive or a folder) into DEST"),
                            ("verify", "fetch, load with onnxruntime, print the signature as JSON")):

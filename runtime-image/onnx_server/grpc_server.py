@@ -156,7 +156,10 @@ def connection_options(settings: ServerSettings, cap: int) -> list[tuple[str, in
 class GrpcFrontend:
     """The gRPC server: started after the plane, drained (health NOT_SERVING, calls finished) on SIGTERM."""
 
-    def __init__(self, settings: ServerSettings, plane: DataPlane, port: int, cap: int = 1024) -> None:
+    def __init__(self, settings: ServerSettings, plane: DataPlane, port: int, cap: int = 1024,
+                 credentials: grpc.ServerCredentials | None = None) -> None:
+        """`credentials`: TLS (onnx_server.tls); None serves h2c. The handshake deadline
+        (grpc.server_handshake_timeout_ms) covers the TLS handshake too."""
         self.settings, self.plane = settings, plane
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
@@ -168,7 +171,9 @@ class GrpcFrontend:
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        self.port = self.server.add_secure_port(address, credentials) if credentials is not None \
+            else self.server.add_insecure_port(address)
         self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

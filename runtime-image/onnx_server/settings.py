@@ -64,6 +64,17 @@ class ServerSettings(BaseModel):
                                      "inference.")
     payload_log_max_queue_bytes: int = Field(32 << 20, ge=1024, description="Most tensor bytes waiting for the "
                                              "sink; more are dropped and counted.")
+    tls_cert: Path | None = Field(None, description="PEM certificate chain: REST serves HTTPS and gRPC TLS on "
+                                  "their ports (None: plain HTTP and h2c).")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert.")
+    tls_client_ca: Path | None = Field(None, description="PEM CA bundle that client certificates must chain to.")
+    tls_client_auth: Literal["none", "optional", "require"] = Field(
+        "none", description="Client certificates: not asked for, verified when sent (REST), or required.")
+    tls_reload_seconds: float = Field(5, gt=0, le=3600, description="How often the TLS files are checked for "
+                                      "a new certificate (new connections use it; open ones are kept).")
+    health_port: int | None = Field(None, ge=0, le=65535, description="A plain-HTTP port serving only "
+                                    "/v2/health/live, /v2/health/ready and /metrics (for probes and Prometheus, "
+                                    "which have no client certificate); None: none.")
 
     @property
     def body_budget_bytes(self) -> int:

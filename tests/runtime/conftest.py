@@ -25,11 +25,16 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(self, model_dir: Path, *extra: str, name: str = "linear", version: str = "1.0.0",
-                 wrapper: tuple[str, ...] = ()) -> None:
-        """`wrapper`: a command the server runs under, e.g. ("prlimit", "--nofile=1024:1024")."""
+                 wrapper: tuple[str, ...] = (), health: bool = False) -> None:
+        """`wrapper`: a command the server runs under, e.g. ("prlimit", "--nofile=1024:1024"); `health`: a
+        plain health port (readiness is then polled there, as the kubelet does with TLS on)."""
         model_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if '--tls-cert' in extra else 'http'}://127.0.0.1:{self.port}"
+        self.health_port = free_port() if health else None
+        self.health_url = f"http://127.0.0.1:{self.health_port}" if health else self.url
+        if self.health_port is not None:
+            extra = (*extra, "--health-port", str(self.health_port))
         self.grpc_port = None if "--no-grpc" in extra else free_port()
         self.grpc_target = f"127.0.0.1:{self.grpc_port}"
         grpc = [] if self.grpc_port is None else ["--grpc-port", str(self.grpc_port)]
@@ -44,7 +49,7 @@ class ServerProcess:
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}")
-        return httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200
+        return httpx.get(f"{self.health_url}/v2/health/ready", timeout=2).status_code == 200
 
     @property
     def infer_url(self) -> str:

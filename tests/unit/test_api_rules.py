@@ -67,6 +67,8 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
      "spec.strategy.canary.analysis.successRate: set successRate, latencyP99Ms or queries"),
     ({"strategy": {"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 0}}}, "spec.strategy.rollingUpdate.maxSurge",
      "spec.strategy.rollingUpdate.maxSurge: maxSurge and maxUnavailable must not both be 0"),
+    ({"tls": {"secretName": "web-tls", "clientAuth": "Optional"}}, "spec.tls.clientCASecretName",
+     "spec.tls.clientCASecretName is required when spec.tls.clientAuth is Optional"),
 ])
 def test_spec_breaking_a_rule_is_rejected_naming_the_field(spec: dict[str, Any], field: str, message: str) -> None:
     assert_rejected(spec, field, message)

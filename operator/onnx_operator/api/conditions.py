@@ -27,6 +27,8 @@ REPLICAS_READY = "ReplicasReady"
 REPLICAS_NOT_READY = "ReplicasNotReady"
 AS_EXPECTED = "AsExpected"
 INVALID_ARGUMENT = "InvalidArgument"
+TLS_SECRET_NOT_FOUND = "TLSSecretNotFound"
+TLS_SECRET_INVALID = "TLSSecretInvalid"
 
 
 class Condition(ApiModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -173,6 +173,28 @@ class PayloadLogging(ApiModel):
                                                "chain to (default: the runtime image's system CAs).")
 
 
+ClientAuth = Literal["None", "Optional", "Require"]
+SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
+
+
+class Tls(ApiModel):
+    rules = (Rule(
+        "self.clientAuth == 'None' || has(self.clientCASecretName)",
+        "spec.tls.clientCASecretName is required when spec.tls.clientAuth is Optional or Require (the CA "
+        "that client certificates must chain to)",
+        lambda s: "clientCASecretName" if s.client_auth != "None" and s.client_ca_secret_name is None else None,
+    ),)
+
+    secret_name: SecretName = Field(description="A kubernetes.io/tls Secret (same namespace) with tls.crt and "
+                                 "tls.key, as cert-manager writes it: REST serves HTTPS and gRPC TLS on their "
+                                 "ports; a renewed Secret is used for new connections without a restart.")
+    client_auth: ClientAuth = Field("None", description="Client certificates: None (not asked for), Optional "
+                                    "(REST verifies one when sent; gRPC asks for none) or Require (both ports).")
+    client_ca_secret_name: SecretName | None = Field(
+        None, alias="clientCASecretName", description="Secret (same namespace) whose ca.crt client "
+        "certificates must chain to; needed for Optional and Require.")
+
+
 class ModelDeploymentSpec(ApiModel):
     model_version: str = Field(min_length=1, max_length=63,
                                pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
@@ -194,6 +216,8 @@ class ModelDeploymentSpec(ApiModel):
                                                  json_schema_extra={"maxProperties": 32})
     tolerations: list[Toleration] | None = Field(None, max_length=32, description="Taints serving pods tolerate.")
     affinity: Affinity | None = Field(None, description="Node and pod (anti-)affinity of serving pods.")
+    tls: Tls | None = Field(None, description="TLS on the serving ports; health and metrics then move to a "
+                            "plain port of their own (`health`, outside the Services) for probes and Prometheus.")
 
 
 class VersionStatus(ApiModel):

@@ -11,6 +11,8 @@ LABEL_DEPLOYMENT = "serving.onnx-operator.io/deployment"
 LABEL_VERSION = "serving.onnx-operator.io/version"
 LABEL_MODEL_VERSION = "serving.onnx-operator.io/modelversion"
 ANNOTATION_DIGEST = "serving.onnx-operator.io/digest"
+# on serving pods whose /metrics is on the plain health port (spec.tls): the chart's PodMonitor scrapes that port
+LABEL_METRICS_PORT = "serving.onnx-operator.io/metrics-port"
 # what `kubectl model promote|abort|pause|resume` writes: "<verb>@<unique id>"
 ANNOTATION_ACTION = "serving.onnx-operator.io/action"
 MANAGED_BY = "onnx-operator"

@@ -17,6 +17,7 @@ from onnx_operator.desired.common import (
 )
 from onnx_operator.desired.names import (
     ANNOTATION_DIGEST,
+    LABEL_METRICS_PORT,
     LABEL_NAME,
     LABEL_VERSION,
     deployment_name,
@@ -27,6 +28,7 @@ from onnx_operator.desired.names import (
 from onnx_operator.desired.payload_logging import payload_log_args, payload_log_ca_volume
 from onnx_operator.desired.peer import peer_pod
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
+from onnx_operator.desired.tls import tls_args, tls_volumes
 
 MODEL_DIR = "/models"
 GRPC_SERVICE_PORT = 8081
@@ -87,28 +89,38 @@ def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) ->
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
             "--model-deployment", md.name, "--host", "0.0.0.0", "--port", str(config.serving_port),
             *model_file_args(mv.spec.source), *grpc,
-            *runtime_args(runtime), *payload_log_args(md)]
+            *runtime_args(runtime), *payload_log_args(md), *tls_args(md, config.health_port)]
 
 
-def container_ports(runtime: RuntimeSettings, config: OperatorConfig) -> list[Obj]:
+def container_ports(md: ModelDeployment, runtime: RuntimeSettings, config: OperatorConfig) -> list[Obj]:
     ports = [{"name": "http", "containerPort": config.serving_port, "protocol": "TCP"}]
     if runtime.grpc is not False:
         ports.append({"name": "grpc", "containerPort": config.grpc_port, "protocol": "TCP"})
+    if md.spec.tls is not None:
+        ports.append({"name": "health", "containerPort": config.health_port, "protocol": "TCP"})
     return ports
 
 
 def service_ports(md: ModelDeployment) -> list[Obj]:
-    """`http` (80), and `grpc` (8081, HTTP/2 without TLS) unless the ModelDeployment turns gRPC off; a pod
-    whose version turned it off is simply no endpoint of the `grpc` port."""
-    ports: list[Obj] = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    """`http` (80), and `grpc` (8081, HTTP/2) unless the ModelDeployment turns gRPC off; a pod whose version
+    turned it off is simply no endpoint of the `grpc` port. With spec.tls both speak TLS (appProtocol
+    https; gRPC negotiates h2 by ALPN); the health port stays out of the Service."""
+    tls = md.spec.tls is not None
+    ports: list[Obj] = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP",
+                         **({"appProtocol": "https"} if tls else {})}]
     if not (md.spec.runtime and md.spec.runtime.grpc is False):
         ports.append({"name": "grpc", "port": GRPC_SERVICE_PORT, "targetPort": "grpc", "protocol": "TCP",
-                      "appProtocol": "kubernetes.io/h2c"})
+                      "appProtocol": "https" if tls else "kubernetes.io/h2c"})
     return ports
 
 
-def _probe(path: str, period: int, failures: int) -> Obj:
-    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2,
+def probe_port(md: ModelDeployment) -> str:
+    """The kubelet has no client certificate: with spec.tls it probes the plain health port."""
+    return "http" if md.spec.tls is None else "health"
+
+
+def _probe(path: str, period: int, failures: int, port: str) -> Obj:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": 2,
             "failureThreshold": failures}
 
 
@@ -131,9 +143,11 @@ def startup_failure_threshold(size_bytes: int | None) -> int:
     return math.ceil(budget / STARTUP_PERIOD_SECONDS)
 
 
-def scrape_annotations(config: OperatorConfig) -> dict[str, str]:
-    """What a plain Prometheus with kubernetes_sd (pod role) keys on to scrape the runtime's /metrics."""
-    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(config.serving_port),
+def scrape_annotations(config: OperatorConfig, tls: bool = False) -> dict[str, str]:
+    """What a plain Prometheus with kubernetes_sd (pod role) keys on to scrape the runtime's /metrics (the
+    plain health port with TLS on: Prometheus has no client certificate)."""
+    port = config.health_port if tls else config.serving_port
+    return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port),
             "prometheus.io/path": "/metrics"}
 
 
@@ -144,17 +158,18 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     labels = version_labels(md.name, mv.name)
     digest = mv.status.digest or source_digest(mv.spec.source)
     # a user's podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false")
-    pod_annotations = {**scrape_annotations(config), **(md.spec.pod_annotations or {}), ANNOTATION_DIGEST: digest}
+    pod_annotations = {**scrape_annotations(config, md.spec.tls is not None), **(md.spec.pod_annotations or {}),
+                       ANNOTATION_DIGEST: digest}
     container: Obj = {
         "name": "server",
         "image": config.runtime_image,
         "command": ["onnx-server"],
         "args": serve_args(md, mv, config),
-        "ports": container_ports(effective_runtime(md, mv), config),
-        "readinessProbe": _probe("/v2/health/ready", 5, 3),
-        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "ports": container_ports(md, effective_runtime(md, mv), config),
+        "readinessProbe": _probe("/v2/health/ready", 5, 3, probe_port(md)),
+        "livenessProbe": _probe("/v2/health/live", 10, 3, probe_port(md)),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS,
-                               startup_failure_threshold(mv.status.size_bytes)),
+                               startup_failure_threshold(mv.status.size_bytes), probe_port(md)),
         "lifecycle": {"preStop": {"sleep": {"seconds": prestop_seconds(effective_runtime(md, mv))}}},
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
@@ -184,6 +199,9 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         volumes.append(peer.volume)
     ca_volumes, ca_mounts = payload_log_ca_volume(md)
     container["volumeMounts"] += ca_mounts
+    secret_volumes, secret_mounts = tls_volumes(md)
+    volumes += secret_volumes
+    container["volumeMounts"] += secret_mounts
     if md.spec.resources:
         # the init container too: a namespace quota may demand limits on every container
         container["resources"] = fetch["resources"] = md.spec.resources.wire()
@@ -191,7 +209,8 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "selector": {"matchLabels": labels},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
         "template": {
-            "metadata": {"labels": labels, "annotations": pod_annotations},
+            "metadata": {"labels": {**labels, **({LABEL_METRICS_PORT: "health"} if md.spec.tls else {})},
+                         "annotations": pod_annotations},
             "spec": {
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
@@ -237,7 +256,7 @@ def _service(md: ModelDeployment, name: str, labels: dict[str, str], selector: d
 
 
 def service_url(md: ModelDeployment) -> str:
-    return f"http://{md.name}.{md.namespace}.svc.cluster.local"
+    return f"{'https' if md.spec.tls else 'http'}://{md.name}.{md.namespace}.svc.cluster.local"
 
 
 def desired_hpa(md: ModelDeployment, version: str, min_replicas: int, max_replicas: int) -> Obj:

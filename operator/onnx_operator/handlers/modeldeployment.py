@@ -40,6 +40,7 @@ from onnx_operator.desired.serving import (
     effective_runtime,
     service_url,
 )
+from onnx_operator.desired.tls import SecretShape, required_secrets, tls_secret_problem
 from onnx_operator.desired.traffic import (
     ROLES,
     desired_role_service,
@@ -60,6 +61,7 @@ from onnx_operator.rollout.stuck import stuck_pods
 LOG = logging.getLogger(__name__)
 KIND = "ModelDeployment"
 SHARE_INTERVAL_SECONDS = 30  # how often the observed split is read during a rollout without metric gates
+TLS_RECHECK_SECONDS = 10  # a missing or incomplete TLS Secret is read again this often (Secrets are not watched)
 HTTPROUTE_API = "gateway.networking.k8s.io/v1"
 Obj = dict[str, Any]
 
@@ -231,6 +233,8 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     uid = str(body["metadata"]["uid"])
     deps, observed = _observe_versions(ctx, namespace, labels, uid)
     problem, mv = _problem(md, kube.get(API_VERSION, "ModelVersion", namespace, md.spec.model_version))
+    tls_problem = _tls_problem(ctx, md)
+    problem = problem or tls_problem
     replicas = _base_replicas(md, observed)
     decision: Decision | None = None
     if problem is None and mv is not None:
@@ -263,7 +267,23 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
             MD_ROLLBACKS.labels(namespace, name).inc()
     if decision and decision.requeue is not None:
         return min(delay or decision.requeue, decision.requeue)
+    if tls_problem is not None:
+        return min(delay or TLS_RECHECK_SECONDS, TLS_RECHECK_SECONDS)
     return delay
+
+
+def _tls_problem(ctx: Context, md: ModelDeployment) -> Problem | None:
+    """spec.tls's Secrets must exist with their keys before pods mount them; else nothing is rolled and the
+    version serving now keeps serving."""
+    found: dict[str, SecretShape | None] = {}
+    for name in required_secrets(md):
+        shape = ctx.kube.secret_keys(md.namespace, name)
+        found[name] = None if shape is None else SecretShape(shape[0], frozenset(shape[1]))
+    why = tls_secret_problem(md, found)
+    if why is None:
+        return None
+    serving = md.status.serving_version
+    return Problem(why[0], why[1] + (f"; {serving} keeps serving" if serving else ""))
 
 
 def _observe_split(ctx: Context, md: ModelDeployment, mv: ModelVersion, observed: dict[str, Observed],

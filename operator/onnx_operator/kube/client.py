@@ -117,6 +117,17 @@ class Kube:
         except (NotFoundError, ResourceNotFoundError):
             return None
 
+    def secret_keys(self, namespace: str, name: str) -> tuple[str, list[str]] | None:
+        """A Secret's type and the NAMES of its keys (None if it does not exist); the values are dropped here
+        and never reach a caller, a log line or a status."""
+        try:
+            secret = k8s.CoreV1Api(self.api).read_namespaced_secret(name, namespace, _request_timeout=TIMEOUT)
+        except k8s.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return str(secret.type or ""), sorted({**(secret.data or {}), **(secret.string_data or {})})
+
     def list(self, api_version: str, kind: str, namespace: str, labels: dict[str, str] | None = None) -> list[Obj]:
         if self.cache.covers(api_version, kind):
             return self.cache.list(api_version, kind, namespace, labels)
