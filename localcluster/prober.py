@@ -42,6 +42,7 @@ MAX_RATE = 2000.0
 MAX_SECONDS = 3600.0
 MAX_REQUESTS = 1_000_000
 CLIENTS = ("per-request", "pooled", "triton-http", "triton-grpc")
+RETRY_PAUSE = 0.2  # seconds before retrying a 503 (retry_503)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Sample:
     version: str | None  # `model_version` of a 200 answer
     error: str | None = None  # "timeout", "connect", "http 503", "bad body", ...
     reason: str | None = None  # the `error` text of a non-200 answer's body (what the server said)
+    retried: int = 0  # 503 answers with Retry-After that were retried (retry_503)
 
     @property
     def ok(self) -> bool:
@@ -102,6 +104,11 @@ class Report:
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    @property
+    def retried(self) -> int:
+        """503 answers (with Retry-After) that were retried before the request's outcome."""
+        return sum(s.retried for s in self.samples)
 
     @property
     def versions(self) -> Counter[str]:
@@ -161,7 +168,7 @@ class Prober:
     def __init__(self, base_url: str, model: str, *, rate: float = 20.0, max_requests: int = 10_000,
                  max_seconds: float = 300.0, timeout: float = 2.0, body: dict[str, Any] | None = None,
                  keepalive: bool = False, workers: int = 16, client: str = "per-request",
-                 grpc_target: str | None = None,
+                 grpc_target: str | None = None, retry_503: int = 0,
                  on_summary: Callable[[str], None] | None = None, summary_every: float = 1.0) -> None:
         _check("rate", rate, 0 < rate <= MAX_RATE, f"between 0 (exclusive) and {MAX_RATE:g} requests/s")
         _check("max_requests", max_requests, 1 <= max_requests <= MAX_REQUESTS, f"between 1 and {MAX_REQUESTS}")
@@ -172,7 +179,7 @@ class Prober:
         _check("client", client, client in CLIENTS, f"one of {', '.join(CLIENTS)}")
         _check("grpc_target", grpc_target, client != "triton-grpc" or bool(grpc_target), "host:port for triton-grpc")
         self.url = f"{base_url.rstrip('/')}/v2/models/{model}/infer"
-        self.client_kind, self.model = client, model
+        self.client_kind, self.model, self.retry_503 = client, model, retry_503
         if client == "pooled":
             keepalive = True
         elif client.startswith("triton"):
@@ -254,11 +261,17 @@ class Prober:
 
     def _one(self) -> None:
         sent = time.monotonic()
-        if self.client_kind.startswith("triton"):
-            status, version, error, reason = self._triton.send()
-        else:
-            status, version, error, reason = self._send_httpx()
-        sample = Sample(sent - self._t0, time.monotonic() - sent, status, version, error, reason)
+        retried = 0
+        while True:
+            if self.client_kind.startswith("triton"):
+                status, version, error, reason = self._triton.send()
+            else:
+                status, version, error, reason = self._send_httpx()
+            if status != 503 or retried >= self.retry_503 or self._stop.is_set():
+                break
+            retried += 1  # as a client honouring Retry-After would (capped: the prober keeps its pace)
+            time.sleep(RETRY_PAUSE)
+        sample = Sample(sent - self._t0, time.monotonic() - sent, status, version, error, reason, retried)
         with self._lock:
             self._samples.append(sample)
 

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +55,27 @@ class ConnectionLimits:
     min_body_rate: float = 64 * 1024
     idle_timeout: float = 75.0
     max_connections: int = 4096
+
+
+class LogLimiter:
+    """One warning per `every` seconds for a kind of closed connection, with how many there were: a flood
+    must not become a flood of log lines."""
+
+    def __init__(self, what: str, every: float = 10.0) -> None:
+        self.what, self.every = what, every
+        self.count, self.since = 0, -math.inf
+
+    def note(self, example: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.since >= self.every:
+            LOG.warning("%s: %d connection(s) since the last report; e.g. %s", self.what, self.count, example)
+            self.count, self.since = 0, now
+
+
+SLOW_HEADERS = LogLimiter("Closed for slow headers (408)")
+SLOW_BODIES = LogLimiter("Closed for a slow body")
+REJECTIONS = LogLimiter("Refused with 503")
 
 
 class ConnectionEvents:
@@ -167,6 +189,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def _header_timeout(self) -> None:
         if self.in_request and not self.transport.is_closing():
             self.events.closed("header_timeout")
+            SLOW_HEADERS.note(f"headers not complete within {self.limits.header_timeout:g}s")
             body = b'{"error": "the request line and headers did not arrive within %gs"}' % self.limits.header_timeout
             self.transport.write(TIMED_OUT % (len(body), body))
             self.transport.close()
@@ -183,8 +206,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._arm(left, self._body_timeout)
             return
         self.events.closed("body_timeout")
-        LOG.warning("Closed a connection whose body arrived slower than %g bytes/s (%d of %d bytes)",
-                    self.limits.min_body_rate, self.body_received, self.body_announced)
+        SLOW_BODIES.note(f"body slower than {self.limits.min_body_rate:g} bytes/s "
+                         f"({self.body_received} of {self.body_announced} bytes)")
         self.transport.close()
 
     def _idle_timeout(self) -> None:
@@ -210,6 +233,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _reject(self) -> None:
         self.events.rejected()
+        REJECTIONS.note(f"at the connection cap ({self.limits.max_connections}), none idle")
         body = b'{"error": "the server is at its connection limit (%d); retry"}' % self.limits.max_connections
         self.transport.write(REJECTED % (RETRY_AFTER_SECONDS, len(body), body))
         self.transport.close()

@@ -144,6 +144,15 @@ def test_a_terminating_pod_serves_until_every_client_connection_outlived_its_age
     assert server["args"][-2:] == ["--max-connection-age", str(30 if age is None else age)]
 
 
+def test_connection_limits_reach_the_server_flags() -> None:
+    runtime = {"headerTimeoutSeconds": 5, "bodyTimeoutSeconds": 20, "minBodyBytesPerSecond": 8192,
+               "idleTimeoutSeconds": 120, "maxConnections": 2000}
+    args = desired_deployment(md(runtime=runtime), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert " ".join(args).endswith("--header-timeout 5 --body-timeout 20 --min-body-rate 8192 --idle-timeout 120 "
+                                   "--max-connections 2000 --max-connection-age 30")
+
+
 def test_serving_pod_writes_only_to_its_empty_dirs() -> None:
     pod = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}

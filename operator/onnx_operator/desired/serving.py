@@ -49,6 +49,13 @@ def runtime_args(runtime: RuntimeSettings) -> list[str]:
         args.append("--no-prepack")
     if runtime.grpc is False:
         args.append("--no-grpc")
+    for flag, value in (("--header-timeout", runtime.header_timeout_seconds),
+                        ("--body-timeout", runtime.body_timeout_seconds),
+                        ("--min-body-rate", runtime.min_body_bytes_per_second),
+                        ("--idle-timeout", runtime.idle_timeout_seconds),
+                        ("--max-connections", runtime.max_connections)):
+        if value is not None:
+            args += [flag, str(value)]
     return [*args, "--max-connection-age", str(connection_age_seconds(runtime))]
 
 
