@@ -85,7 +85,7 @@ model-store: venv ## serve examples/basic's model on 198.18.0.254:30080 in the f
 	@exec $(BIN)/python -m localcluster.model_store
 
 demo: deps venv tools cluster ## the guided demo: the operator (Helm chart) serving real models on the real node
-	$(BIN)/python -m localcluster.demo
+	@$(BIN)/python -m localcluster.demo
 
 demo-down: ## stop the demo and the local cluster
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m localcluster.demo --stop || true; fi

@@ -74,7 +74,7 @@ class Batching(ApiModel):
     max_delay_ms: int = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")
 
 
-DEFAULT_MAX_CONNECTION_AGE_SECONDS = 30  # onnx-server's default too: README "Connection lifetime"
+DEFAULT_MAX_CONNECTION_AGE_SECONDS = 30  # onnx-server's default too: docs/connection-lifetime.md
 
 
 class RuntimeSettings(ApiModel):
