@@ -93,7 +93,12 @@ def test_pod_monitor_scrapes_the_serving_pods_of_the_watched_namespaces(tools: P
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
     assert monitor["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "onnx-operator",
                                                           "app.kubernetes.io/component": "serving"}
-    assert monitor["spec"]["podMetricsEndpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s"}]
+    plain, tls = monitor["spec"]["podMetricsEndpoints"]
+    # pods without spec.tls on their serving port; pods with it (labelled so) on their plain health port only
+    assert plain == {"port": "http", "path": "/metrics", "interval": "15s", "relabelings": [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_serving_onnx_operator_io_metrics_port"], "regex": "health",
+         "action": "drop"}]}
+    assert tls == {"port": "health", "path": "/metrics", "interval": "15s"}
 
 
 @pytest.fixture(scope="module")
