@@ -9,6 +9,10 @@ concurrency. Prints the tables with ratios and the issue's targets, and writes b
 
     python bench/runtime_bench.py [--seconds 3] [--concurrency 1,8,32] [--models tiny-mlp,dense-mlp,cnn]
                                   [--servers onnx-server,kserve,mlserver] [--generators wrk,perf_analyzer]
+                                  [--connection-ages 0,30,1,0.2]
+
+Last, keep-alive rows: the tiny MLP with onnx-server's --max-connection-age at each age (wrk reconnects on
+`Connection: close`), so the cost of the connection lifetime is measured against it off, same run.
 
 The machine is shared: figures move by 10-30% between runs; compare ratios within one run.
 """
@@ -137,6 +141,37 @@ def bench_model(model: str, args: argparse.Namespace, tmp: Path) -> list[dict[st
     return rows
 
 
+def bench_connection_age(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
+    """Keep-alive clients (wrk) against onnx-server with --max-connection-age at each of args.ages, same run:
+    what reconnecting costs at steady state (0 = connections live as long as the client keeps them)."""
+    data, name, shape = MODELS["tiny-mlp"]()
+    array = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
+    rows = []
+    for age in args.ages:
+        folder = model_dir(tmp / f"age-{age:g}", data)
+        srv = servers.onnx_server(folder, "m", "--max-connection-age", f"{age:g}")
+        try:
+            for row in load_rows(srv, f"onnx-server age {age:g}s", "tiny-mlp", name, array, ["binary"], ["wrk"],
+                                 sorted({1, max(args.levels)}), args.seconds, folder):
+                rows.append({**row, "connection_age_s": age})
+        finally:
+            srv.stop()
+    return rows
+
+
+def print_connection_age(rows: list[dict[str, Any]]) -> None:
+    aged = [r for r in rows if "connection_age_s" in r]
+    if not aged:
+        return
+    print("\nconnection age (tiny-mlp, binary, wrk keep-alive): req/s and p99 against age 0 (off), same run")
+    for r in aged:
+        off = find(aged, connection_age_s=0, concurrency=r["concurrency"])
+        rel = f"{ratio(r, off):.3f}x" if off and r is not off else "1.000x"
+        reconnects = r["concurrency"] / r["connection_age_s"] if r["connection_age_s"] else 0
+        print(f"  age {r['connection_age_s']:>5g}s c={r['concurrency']:<3} {r['requests_per_s']:8.0f} req/s "
+              f"({rel}) p50 {r['p50_us']:6.0f} us p99 {r['p99_us']:6.0f} us; ~{reconnects:.1f} reconnects/s")
+
+
 def find(rows: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
     return next((r for r in rows if all(r.get(k) == v for k, v in where.items())), None)
 
@@ -213,18 +248,24 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--servers", default="onnx-server,kserve,mlserver", help="comma-separated servers")
     parser.add_argument("--generators", default="wrk,perf_analyzer", help="comma-separated load generators")
+    parser.add_argument("--connection-ages", default="0,30,1,0.2",
+                        help="--max-connection-age values for the keep-alive rows (seconds; 0 = off; '' = skip)")
     args = parser.parse_args()
+    args.ages = [float(a) for a in args.connection_ages.split(",") if a]
     args.levels = [int(c) for c in args.concurrency.split(",")]
     args.servers, args.generators = args.servers.split(","), args.generators.split(",")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="runtime-bench-") as tmp:
         for model in args.models.split(","):
             rows += bench_model(model, args, Path(tmp))
+        if "onnx-server" in args.servers and "wrk" in args.generators:
+            rows += bench_connection_age(args, Path(tmp))
     print(f"\nmachine: {os.cpu_count()} cores, shared (noisy: compare ratios within this run); server on core "
           f"{loadgen.SERVER_CORE}, load generator on core {loadgen.CLIENT_CORE}; onnxruntime {ort.__version__}, "
           f"1 intra-op thread; {args.seconds:g} s per row")
-    print_tables(rows)
-    results = verdicts(rows, max(args.levels))
+    print_tables([r for r in rows if "connection_age_s" not in r])
+    print_connection_age(rows)
+    results = verdicts([r for r in rows if "connection_age_s" not in r], max(args.levels))
     print("\ntargets (from the issue):")
     for key, value in results.items():
         target, lower = TARGETS[key], key.endswith("_us")

@@ -12,6 +12,8 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
 have_all() { for b in "${bins[@]}"; do [ -x "$1/$b" ] || return 1; done; }
 
+# one build per cache at a time: checkouts building in parallel on one machine wait here
+mkdir -p "$(dirname "$cache")" && exec 9>"$cache.lock" && flock 9
 if ! have_all "$cache"; then
   mkdir -p "$cache.tmp"
   start=$(date +%s)

@@ -11,6 +11,13 @@ the address (e.g. a Service ClusterIP), so nothing here knows about Kubernetes.
     report = prober.report()
     assert report.failed == 0, report.describe_failures()
 
+`client=` chooses how requests travel, as different callers' traffic does (kube-proxy balances
+connections, not requests, so the kind of client decides which pods see its requests):
+- "per-request": a new connection per request (the default);
+- "pooled": one httpx keep-alive pool shared by the worker threads (as a service's client is);
+- "triton-http": one `tritonclient.http` client (keep-alive, one connection);
+- "triton-grpc": one `tritonclient.grpc` client, i.e. one HTTP/2 channel, to `grpc_target`.
+
 `python -m localcluster.prober URL MODEL --rate 20 --seconds 30` prints the live summary line.
 """
 
@@ -34,6 +41,8 @@ DEFAULT_BODY: dict[str, Any] = {"inputs": [{"name": "x", "shape": [1, 4], "datat
 MAX_RATE = 2000.0
 MAX_SECONDS = 3600.0
 MAX_REQUESTS = 1_000_000
+CLIENTS = ("per-request", "pooled", "triton-http", "triton-grpc")
+RETRY_PAUSE = 0.2  # seconds before retrying a 503 (retry_503)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,7 @@ class Sample:
     version: str | None  # `model_version` of a 200 answer
     error: str | None = None  # "timeout", "connect", "http 503", "bad body", ...
     reason: str | None = None  # the `error` text of a non-200 answer's body (what the server said)
+    retried: int = 0  # 503 answers with Retry-After that were retried (retry_503)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +91,7 @@ class Report:
     rate: float
     samples: list[Sample] = field(default_factory=list)
     elapsed: float = 0.0
+    client: str = "per-request"
 
     @property
     def total(self) -> int:
@@ -93,6 +104,11 @@ class Report:
     @property
     def failed(self) -> int:
         return len(self.failures)
+
+    @property
+    def retried(self) -> int:
+        """503 answers (with Retry-After) that were retried before the request's outcome."""
+        return sum(s.retried for s in self.samples)
 
     @property
     def versions(self) -> Counter[str]:
@@ -135,7 +151,7 @@ class Report:
         windows = self.windows(window)
         last = windows[-2] if len(windows) > 1 else (windows[-1] if windows else None)
         mix = " ".join(f"{v} {100 * last.share(v):.0f}%" for v in sorted(last.versions)) if last else ""
-        return (f"prober {self.elapsed:5.1f}s @ {self.rate:g}/s: {self.total} sent, {self.failed} failed, "
+        return (f"{self.client} {self.elapsed:5.1f}s @ {self.rate:g}/s: {self.total} sent, {self.failed} failed, "
                 f"p50 {self.p50_ms:.1f}ms p99 {self.p99_ms:.1f}ms, mix {mix or '-'}")
 
     def describe_failures(self, limit: int = 10) -> str:
@@ -151,7 +167,8 @@ class Prober:
 
     def __init__(self, base_url: str, model: str, *, rate: float = 20.0, max_requests: int = 10_000,
                  max_seconds: float = 300.0, timeout: float = 2.0, body: dict[str, Any] | None = None,
-                 keepalive: bool = False, workers: int = 16,
+                 keepalive: bool = False, workers: int = 16, client: str = "per-request",
+                 grpc_target: str | None = None, retry_503: int = 0,
                  on_summary: Callable[[str], None] | None = None, summary_every: float = 1.0) -> None:
         _check("rate", rate, 0 < rate <= MAX_RATE, f"between 0 (exclusive) and {MAX_RATE:g} requests/s")
         _check("max_requests", max_requests, 1 <= max_requests <= MAX_REQUESTS, f"between 1 and {MAX_REQUESTS}")
@@ -159,7 +176,14 @@ class Prober:
         _check("timeout", timeout, 0 < timeout <= 60, "between 0 and 60 seconds")
         _check("workers", workers, 1 <= workers <= 256, "between 1 and 256")
         _check("base_url", base_url, base_url.startswith(("http://", "https://")), "an http:// or https:// URL")
+        _check("client", client, client in CLIENTS, f"one of {', '.join(CLIENTS)}")
+        _check("grpc_target", grpc_target, client != "triton-grpc" or bool(grpc_target), "host:port for triton-grpc")
         self.url = f"{base_url.rstrip('/')}/v2/models/{model}/infer"
+        self.client_kind, self.model, self.retry_503 = client, model, retry_503
+        if client == "pooled":
+            keepalive = True
+        elif client.startswith("triton"):
+            self._triton = TritonSender(client, base_url, grpc_target, model, body or DEFAULT_BODY, timeout)
         self.rate, self.max_requests, self.max_seconds = rate, max_requests, max_seconds
         self.body = body if body is not None else DEFAULT_BODY
         self.on_summary, self.summary_every = on_summary, summary_every
@@ -195,7 +219,7 @@ class Prober:
         """A snapshot (safe while running); after stop() it holds every request."""
         with self._lock:
             samples = sorted(self._samples, key=lambda s: s.sent)
-        return Report(self.rate, samples, self.elapsed())
+        return Report(self.rate, samples, self.elapsed(), self.client_kind)
 
     def wait(self, timeout: float | None = None) -> Report:
         """Waits until the prober reaches its own bound (count or time), then stops it."""
@@ -209,6 +233,8 @@ class Prober:
             self._thread.join()
         self._pool.shutdown(wait=True)
         self._client.close()
+        if self.client_kind.startswith("triton"):
+            self._triton.close()
         if self._ended is None:
             self._ended = time.monotonic()
         return self.report()
@@ -235,6 +261,21 @@ class Prober:
 
     def _one(self) -> None:
         sent = time.monotonic()
+        retried = 0
+        while True:
+            if self.client_kind.startswith("triton"):
+                status, version, error, reason = self._triton.send()
+            else:
+                status, version, error, reason = self._send_httpx()
+            if status != 503 or retried >= self.retry_503 or self._stop.is_set():
+                break
+            retried += 1  # as a client honouring Retry-After would (capped: the prober keeps its pace)
+            time.sleep(RETRY_PAUSE)
+        sample = Sample(sent - self._t0, time.monotonic() - sent, status, version, error, reason, retried)
+        with self._lock:
+            self._samples.append(sample)
+
+    def _send_httpx(self) -> tuple[int | None, str | None, str | None, str | None]:
         status: int | None = None
         version: str | None = None
         error: str | None = None
@@ -254,9 +295,78 @@ class Prober:
             error = f"transport {type(exc).__name__}"
         except (ValueError, KeyError, TypeError):
             error = "bad body"
-        sample = Sample(sent - self._t0, time.monotonic() - sent, status, version, error, reason)
+        return status, version, error, reason
+
+
+class TritonSender:
+    """Requests through Triton's own Python clients: `tritonclient.http` (one client per worker thread,
+    each one keep-alive connection: its gevent client must stay on the thread that made it) or
+    `tritonclient.grpc` (one client, one HTTP/2 channel, shared by the workers)."""
+
+    def __init__(self, kind: str, base_url: str, grpc_target: str | None, model: str, body: dict[str, Any],
+                 timeout: float) -> None:
+        import numpy as np
+
+        self.kind, self.model, self.timeout = kind, model, timeout
+        self.host = base_url.split("://", 1)[1].rstrip("/")
+        self.grpc_target = grpc_target or ""
+        self.arrays = [(t["name"], np.asarray(t["data"], dtype=_NUMPY[t["datatype"]]).reshape(t["shape"]),
+                        t["datatype"]) for t in body["inputs"]]
+        self._local = threading.local()
+        self._clients: list[Any] = []
+        self._lock = threading.Lock()
+
+    def _client(self) -> Any:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            if self.kind == "triton-grpc":
+                import tritonclient.grpc as tc
+                with self._lock:
+                    client = self._clients[0] if self._clients else tc.InferenceServerClient(self.grpc_target)
+            else:
+                import tritonclient.http as tc  # type: ignore[no-redef]
+                client = tc.InferenceServerClient(self.host, connection_timeout=self.timeout,
+                                                  network_timeout=self.timeout)
+            with self._lock:
+                if client not in self._clients:
+                    self._clients.append(client)
+            self._local.client = client
+        return client
+
+    def send(self) -> tuple[int | None, str | None, str | None, str | None]:
+        if self.kind == "triton-grpc":
+            import tritonclient.grpc as tc
+        else:
+            import tritonclient.http as tc  # type: ignore[no-redef]
+        try:
+            inputs = []
+            for name, array, datatype in self.arrays:
+                tensor = tc.InferInput(name, list(array.shape), datatype)
+                tensor.set_data_from_numpy(array)
+                inputs.append(tensor)
+            kwargs = {"client_timeout": self.timeout} if self.kind == "triton-grpc" else {}
+            result = self._client().infer(self.model, inputs, **kwargs)
+            response = result.get_response()
+            version = response.model_version if self.kind == "triton-grpc" else response["model_version"]
+            return 200, str(version), None, None
+        except Exception as exc:  # the clients raise InferenceServerException, gevent and socket errors
+            status = getattr(exc, "status", lambda: None)()
+            code = int(status) if isinstance(status, str) and status.isdigit() else _GRPC_AS_HTTP.get(str(status))
+            text = str(exc)[:200]
+            return code, None, f"{self.kind} {status or type(exc).__name__}", text
+
+    def close(self) -> None:
         with self._lock:
-            self._samples.append(sample)
+            for client in self._clients:
+                client.close()
+            self._clients.clear()
+
+
+# onnx-server's gRPC codes for its HTTP error classes (grpc_server.GRPC_CODES), read back
+_GRPC_AS_HTTP = {"StatusCode.INVALID_ARGUMENT": 400, "StatusCode.NOT_FOUND": 404,
+                 "StatusCode.RESOURCE_EXHAUSTED": 413, "StatusCode.UNAVAILABLE": 503}
+_NUMPY = {"FP32": "float32", "FP64": "float64", "INT64": "int64", "INT32": "int32", "FP16": "float16",
+          "INT8": "int8", "UINT8": "uint8", "BOOL": "bool"}
 
 
 def _error_text(resp: httpx.Response) -> str:
@@ -289,3 +399,77 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class ClientMix:
+    """The four kinds of client at once against one Service: a new connection per request, a keep-alive
+    pool, `tritonclient.http` and `tritonclient.grpc` (over `grpc_target`); each its own Prober, rate
+    and report. Keep-alive kinds only reach a pod other than their first one when the server ends the
+    connection (onnx-server's --max-connection-age)."""
+
+    def __init__(self, base_url: str, grpc_target: str, model: str, *, rate: float = 20.0,
+                 max_seconds: float = 300.0, timeout: float = 5.0, body: dict[str, Any] | None = None,
+                 kinds: tuple[str, ...] = CLIENTS) -> None:
+        workers = {"per-request": 16, "pooled": 3, "triton-http": 1, "triton-grpc": 4}
+        self.probers = {kind: Prober(base_url, model, rate=rate, max_requests=int(rate * max_seconds) + 1,
+                                     max_seconds=max_seconds, timeout=timeout, body=body, client=kind,
+                                     grpc_target=grpc_target, workers=workers[kind]) for kind in kinds}
+
+    def start(self) -> ClientMix:
+        for prober in self.probers.values():
+            prober.start()
+        return self
+
+    def report(self) -> MixReport:
+        return MixReport({kind: p.report() for kind, p in self.probers.items()})
+
+    def stop(self) -> MixReport:
+        return MixReport({kind: p.stop() for kind, p in self.probers.items()})
+
+    def elapsed(self) -> float:
+        """Seconds on the mix's clock: its probers start within milliseconds of each other."""
+        return max(p.elapsed() for p in self.probers.values())
+
+
+@dataclass
+class MixReport:
+    """Every client's report; totals, failures and versions are summed over the clients."""
+
+    reports: dict[str, Report]
+
+    def __getitem__(self, kind: str) -> Report:
+        return self.reports[kind]
+
+    @property
+    def total(self) -> int:
+        return sum(r.total for r in self.reports.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(r.failed for r in self.reports.values())
+
+    @property
+    def versions(self) -> Counter[str]:
+        return sum((r.versions for r in self.reports.values()), Counter())
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for r in self.reports.values() for s in r.samples]
+
+    @property
+    def failures(self) -> list[Sample]:
+        return [s for s in self.samples if not s.ok]
+
+    def share(self, version: str, since: float = 0.0, until: float = math.inf,
+              kinds: tuple[str, ...] | None = None) -> float:
+        """Fraction of the answers the given clients (default: all) got for requests sent in [since, until)
+        that came from `version`, all their requests counted alike."""
+        answered = [s.version for kind in (kinds or tuple(self.reports)) for s in self.reports[kind].samples
+                    if s.ok and since <= s.sent < until]
+        return answered.count(version) / len(answered) if answered else 0.0
+
+    def summary(self) -> str:
+        return "; ".join(f"{r.summary()}, answered by {dict(r.versions)}" for r in self.reports.values())
+
+    def describe_failures(self) -> str:
+        return "; ".join(f"{kind}: {r.describe_failures()}" for kind, r in self.reports.items() if r.failed)

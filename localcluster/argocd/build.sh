@@ -11,6 +11,8 @@ cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/argocd/${ARGOCD_VERSION
 names=(argocd-application-controller argocd-repo-server argocd-server)
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
+# one build per cache at a time: checkouts building in parallel on one machine wait here
+mkdir -p "$(dirname "$cache")" && exec 9>"$cache.lock" && flock 9
 if [ ! -x "$cache/argocd" ]; then
   mkdir -p "$cache.tmp"
   start=$(date +%s)

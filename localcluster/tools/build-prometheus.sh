@@ -9,6 +9,8 @@ dest=${1:-$here/../../.cluster/bin}
 PROMETHEUS_MODULE_VERSION=v0.309.1  # Prometheus 3.9.1 (its Go module is versioned v0.3xx)
 cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/tools/prometheus-${PROMETHEUS_MODULE_VERSION}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# one build per cache at a time: checkouts building in parallel on one machine wait here
+mkdir -p "$(dirname "$cache")" && exec 9>"$cache.lock" && flock 9
 if [ ! -x "$cache/prometheus" ] || [ ! -x "$cache/promtool" ]; then
   rm -rf "$cache.tmp" && mkdir -p "$cache.tmp/src"
   t0=$(date +%s)

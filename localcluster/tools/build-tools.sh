@@ -8,6 +8,8 @@ HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 cache=${ONNX_OPERATOR_CACHE:-$HOME/.cache/onnx-operator}/tools/helm-${HELM_VERSION}-kubeconform-${KUBECONFORM_VERSION}
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+# one build per cache at a time: checkouts building in parallel on one machine wait here
+mkdir -p "$(dirname "$cache")" && exec 9>"$cache.lock" && flock 9
 if [ ! -x "$cache/helm" ] || [ ! -x "$cache/kubeconform" ]; then
   mkdir -p "$cache.tmp"
   t0=$(date +%s)

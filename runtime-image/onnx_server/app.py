@@ -10,7 +10,7 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -22,6 +22,7 @@ from onnx_server.protocol import HEADER_LENGTH, decimal
 from onnx_server.settings import ServerSettings
 
 LOG = logging.getLogger("onnx_server")
+CLIENT_CLOSED = 499  # as nginx logs a request whose client closed the connection
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -48,6 +49,8 @@ def guarded(endpoint: Endpoint) -> Endpoint:
             return await endpoint(request)
         except ServerError as exc:
             return error(exc)
+        except ClientDisconnect:
+            return Response(status_code=CLIENT_CLOSED)  # nobody to read it: the connection is gone
         except Exception:
             LOG.exception("Failed to answer %s %s", request.method, request.url.path)
             return JSONResponse({"error": "internal error"}, status_code=500)
@@ -122,6 +125,9 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         except ServerError as exc:
             code = exc.status_code
             return error(exc)
+        except ClientDisconnect:
+            code = CLIENT_CLOSED  # the client (or a body timeout) ended it: no server error for the gates
+            raise
         finally:
             plane.metrics.in_flight_now["rest"].dec()
             plane.metrics.request_done(code, time.perf_counter() - start)

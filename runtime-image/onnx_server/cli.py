@@ -109,7 +109,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
             max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms,
             warmup=not args.no_warmup, max_body_bytes=args.max_body_bytes, grace_seconds=args.grace_seconds,
             max_buffered_bytes=args.max_buffered_bytes,
-            model_file=args.model_file, prepack=not args.no_prepack)
+            model_file=args.model_file, prepack=not args.no_prepack,
+            max_connection_age_seconds=args.max_connection_age, model_deployment=args.model_deployment,
+            header_timeout_seconds=args.header_timeout, body_timeout_seconds=args.body_timeout,
+            min_body_bytes_per_second=args.min_body_rate, idle_timeout_seconds=args.idle_timeout,
+            max_connections=args.max_connections)
     except ValueError as exc:
         raise InvalidArgument(str(exc).replace("\n", " ")) from exc
     plane = DataPlane(settings)
@@ -146,6 +150,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-buffered-bytes", type=int, default=None,
                        help="most body bytes held over all requests; others wait (default 2x --max-body-bytes)")
     serve.add_argument("--grace-seconds", type=float, default=25, help="SIGTERM: wait this long for in-flight work")
+    serve.add_argument("--max-connection-age", type=float, default=30, metavar="SECONDS",
+                       help="end a connection older than this (+/-10%%) after its next response (REST: Connection: "
+                       "close; gRPC: GOAWAY), so keep-alive and gRPC clients rebalance across pods; 0 never does")
+    serve.add_argument("--header-timeout", type=float, default=10, metavar="SECONDS",
+                       help="a request's line and headers must arrive within this of its first byte (else 408)")
+    serve.add_argument("--body-timeout", type=float, default=10, metavar="SECONDS",
+                       help="a body may take this plus its length at --min-body-rate (else the connection closes)")
+    serve.add_argument("--min-body-rate", type=int, default=64 * 1024, metavar="BYTES_PER_S",
+                       help="the slowest body upload honoured")
+    serve.add_argument("--idle-timeout", type=float, default=75, metavar="SECONDS",
+                       help="close a keep-alive connection idle this long")
+    serve.add_argument("--max-connections", type=int, default=None, metavar="N",
+                       help="most open connections per protocol (default: from the memory and descriptor limits)")
+    serve.add_argument("--model-deployment", default="", metavar="NAME",
+                       help="the ModelDeployment served: the `modeldeployment` label of every metric")
     serve.add_argument("--peer-port", type=int, default=None,
                        help="also serve the model's files to peers of the same ModelDeployment on this port")
     serve.add_argument("--peer-token-file", default=None, help="the token peers must present (a mounted Secret)")

@@ -34,7 +34,7 @@ INLINE_RUN_SECONDS = 200e-6
 class DataPlane:
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        self.metrics = Metrics(settings.name, settings.version)
+        self.metrics = Metrics(settings.name, settings.version, settings.model_deployment)
         self.model: LoadedModel | None = None
         self.batcher: Batcher | None = None
         self.ready = False

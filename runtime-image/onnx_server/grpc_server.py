@@ -15,6 +15,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from onnx_server.app import CLIENT_CLOSED
 from onnx_server.dataplane import DataPlane
 from onnx_server.errors import ServerError
 from onnx_server.grpc_protocol import decode_message, decode_request, encode_response
@@ -26,7 +27,6 @@ SERVICE = "inference.GRPCInferenceService"
 # the HTTP status of each error class -> its gRPC code
 GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND,
               413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
-CLIENT_CLOSED = 499  # as nginx logs a request whose client closed the connection
 RESPONSE_HEADROOM = 1 << 20  # bytes of a response beyond its tensors (names, shapes)
 Req = TypeVar("Req")
 
@@ -129,15 +129,40 @@ class InferenceService:
         })
 
 
+MAX_CONCURRENT_STREAMS = 128  # calls one connection may have open at once
+MIN_PING_INTERVAL_MS = 10_000  # a client pinging more often (without calls) is sent GOAWAY after 2 strikes
+
+
+def connection_options(settings: ServerSettings, cap: int) -> list[tuple[str, int]]:
+    """The gRPC equivalents of the REST port's bounds: GOAWAY after --max-connection-age (gRPC core adds
+    +/-10% jitter; a channel then reconnects and kube-proxy places it anew; calls in flight get the
+    drain's grace to finish), after --idle-timeout without calls, a handshake deadline, a cap on streams
+    per connection and on connections, and keepalive pings enforced."""
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+    options = [("grpc.max_connection_idle_ms", ms(settings.idle_timeout_seconds)),
+               ("grpc.server_handshake_timeout_ms", ms(settings.header_timeout_seconds)),
+               ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
+               ("grpc.max_allowed_incoming_connections", cap),
+               ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+               ("grpc.http2.max_ping_strikes", 2),
+               ("grpc.keepalive_permit_without_calls", 0)]
+    if settings.max_connection_age_seconds > 0:
+        options += [("grpc.max_connection_age_ms", ms(settings.max_connection_age_seconds)),
+                    ("grpc.max_connection_age_grace_ms", ms(settings.grace_seconds))]
+    return options
+
+
 class GrpcFrontend:
     """The gRPC server: started after the plane, drained (health NOT_SERVING, calls finished) on SIGTERM."""
 
-    def __init__(self, settings: ServerSettings, plane: DataPlane, port: int) -> None:
+    def __init__(self, settings: ServerSettings, plane: DataPlane, port: int, cap: int = 1024) -> None:
         self.settings, self.plane = settings, plane
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", settings.max_output_bytes + RESPONSE_HEADROOM),
             ("grpc.so_reuseport", 0),
+            *connection_options(settings, cap),
         ])
         self.server.add_generic_rpc_handlers([InferenceService(settings, plane).handler()])
         self.health = health.aio.HealthServicer()

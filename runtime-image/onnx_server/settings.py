@@ -30,6 +30,23 @@ class ServerSettings(BaseModel):
     max_elements: int = Field(16 << 20, ge=1, description="Most elements in one input tensor.")
     max_output_bytes: int = Field(256 << 20, ge=1024, description="Most bytes of outputs in one response.")
     grace_seconds: float = Field(25, ge=0, le=600, description="How long SIGTERM waits for in-flight requests.")
+    max_connection_age_seconds: float = Field(
+        30, ge=0, le=86400, description="A REST connection older than this (+/-10%) gets `Connection: close` on "
+        "its next response; a gRPC connection gets GOAWAY, its calls in flight finishing within grace_seconds. "
+        "Keeps a canary's share honest for keep-alive and gRPC clients (0: never).")
+    header_timeout_seconds: float = Field(10, gt=0, le=600, description="A request's line and headers must "
+                                          "arrive within this of its first byte (else 408 and close).")
+    body_timeout_seconds: float = Field(10, gt=0, le=3600, description="A body may take this long plus its "
+                                        "length at min_body_bytes_per_second (else the connection is closed).")
+    min_body_bytes_per_second: int = Field(64 * 1024, ge=1024, description="The slowest body upload honoured "
+                                           "(64 KiB/s: a 512 kbit/s link).")
+    idle_timeout_seconds: float = Field(75, gt=0, le=3600, description="An idle keep-alive connection is "
+                                        "closed after this (longer than clients' own keep-alive expiry).")
+    max_connections: int | None = Field(None, ge=16, le=1 << 20, description="Most open connections per "
+                                        "protocol (default: sized from the memory limit and the descriptor "
+                                        "limit). At the cap the longest-idle one is closed, else new ones get 503.")
+    model_deployment: str = Field("", max_length=253, description="The ModelDeployment these pods serve: the "
+                                  "`modeldeployment` label of every metric (empty outside Kubernetes).")
 
     @property
     def body_budget_bytes(self) -> int:

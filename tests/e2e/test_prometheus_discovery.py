@@ -48,7 +48,7 @@ def version_in(namespace: str) -> ModelVersion:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    srv = ServerProcess(model_dir(tmp_path / "srv", make_model()), version="7.0.0")
+    srv = ServerProcess(model_dir(tmp_path / "srv", make_model()), "--model-deployment", "web", version="7.0.0")
     yield srv
     srv.stop()
 
@@ -66,8 +66,8 @@ def test_prometheus_discovers_serving_pods_by_label_and_scrapes_what_their_annot
         up = wait_for("the serving pod scraped", lambda: prom.query('up{job="onnx-serving"} == 1'), timeout=30)
         report = Prober(server.url, "linear", rate=20, max_requests=30, max_seconds=5).start().wait()
         gates = wait_for("gates judged from the discovered pod", lambda: [g for g in read_gates(
-            prom.url, Analysis(successRate=0.95), version_in(namespace)) if not g.inconclusive], timeout=30)
-        elsewhere = read_gates(prom.url, Analysis(successRate=0.95), version_in("other-team"))
+            prom.url, Analysis(successRate=0.95), version_in(namespace), "web") if not g.inconclusive], timeout=30)
+        elsewhere = read_gates(prom.url, Analysis(successRate=0.95), version_in("other-team"), "web")
     finally:
         prom.stop()
 

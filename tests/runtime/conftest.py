@@ -24,7 +24,9 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, model_dir: Path, *extra: str, name: str = "linear", version: str = "1.0.0") -> None:
+    def __init__(self, model_dir: Path, *extra: str, name: str = "linear", version: str = "1.0.0",
+                 wrapper: tuple[str, ...] = ()) -> None:
+        """`wrapper`: a command the server runs under, e.g. ("prlimit", "--nofile=1024:1024")."""
         model_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -34,7 +36,7 @@ class ServerProcess:
         self.name, self.version = name, version
         self.log = model_dir / "server.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir), "--name", name,
+            [*wrapper, sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir), "--name", name,
              "--version", version, "--host", "127.0.0.1", "--port", str(self.port), *grpc, *extra],
             stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
         wait_for("the server to be ready", lambda: self._ready(), timeout=60)

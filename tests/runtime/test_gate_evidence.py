@@ -16,6 +16,7 @@ from tests.prometheus import Prometheus, static_scrape_config
 from tests.runtime.conftest import ServerProcess, free_port, model_dir
 
 GATES = Analysis(successRate=0.95, latencyP99Ms=1000)
+MD = "web"  # the ModelDeployment the server says it serves
 
 
 def version(v: str) -> object:
@@ -26,7 +27,7 @@ def version(v: str) -> object:
 @pytest.fixture(scope="module")
 def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Prometheus]]:
     root = tmp_path_factory.mktemp("evidence")
-    server = ServerProcess(model_dir(root / "srv", make_model()), version="5.0.0")
+    server = ServerProcess(model_dir(root / "srv", make_model()), "--model-deployment", MD, version="5.0.0")
     prom = Prometheus(root / "prom", [static_scrape_config([f"127.0.0.1:{server.port}"])])
     wait_for("the server scraped", lambda: prom.query('up{job="onnx-server"} == 1'), timeout=30)
     yield server, prom
@@ -35,7 +36,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPr
 
 
 def test_gates_without_a_prometheus_url_are_inconclusive() -> None:
-    results = read_gates(None, GATES, version("5.0.0"))  # type: ignore[arg-type]
+    results = read_gates(None, GATES, version("5.0.0"), MD)  # type: ignore[arg-type]
 
     assert [r.verdict for r in results] == ["Inconclusive", "Inconclusive"]
     assert "no Prometheus URL (--prometheus-url)" in results[0].message
@@ -44,7 +45,7 @@ def test_gates_without_a_prometheus_url_are_inconclusive() -> None:
 def test_gates_with_prometheus_unreachable_are_inconclusive_with_the_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
 
-    results = read_gates(url, GATES, version("5.0.0"))  # type: ignore[arg-type]
+    results = read_gates(url, GATES, version("5.0.0"), MD)  # type: ignore[arg-type]
 
     assert {r.verdict for r in results} == {"Inconclusive"}
     assert f"Prometheus at {url} could not be queried: ConnectError" in results[0].message
@@ -53,7 +54,7 @@ def test_gates_with_prometheus_unreachable_are_inconclusive_with_the_error() -> 
 def test_a_version_with_no_requests_is_inconclusive_not_passed(scraped: tuple[ServerProcess, Prometheus]) -> None:
     _, prom = scraped
 
-    results = read_gates(prom.url, GATES, version("6.0.0"))  # type: ignore[arg-type]
+    results = read_gates(prom.url, GATES, version("6.0.0"), MD)  # type: ignore[arg-type]
 
     assert {r.verdict for r in results} == {"Inconclusive"}
     assert "0 requests to the new version in the last 1m, fewer than " \
@@ -64,16 +65,19 @@ def test_gates_are_judged_once_the_window_holds_min_requests(scraped: tuple[Serv
     server, prom = scraped
     report = Prober(server.url, "linear", rate=20, max_requests=40, max_seconds=5).start().wait()
     assert report.failed == 0, report.describe_failures()
-    count = request_count_query(version("5.0.0"))  # type: ignore[arg-type]
+    count = request_count_query(version("5.0.0"), MD)  # type: ignore[arg-type]
     wait_for("the requests in prometheus", lambda: float((prom.query(count) or [{"value": [0, "0"]}])[0]["value"][1])
              >= 20, timeout=30)
 
-    judged = read_gates(prom.url, GATES, version("5.0.0"))  # type: ignore[arg-type]
+    judged = read_gates(prom.url, GATES, version("5.0.0"), MD)  # type: ignore[arg-type]
     too_few = read_gates(prom.url, Analysis(successRate=0.95, minRequests=100_000),
-                         version("5.0.0"))  # type: ignore[arg-type]
+                         version("5.0.0"), MD)  # type: ignore[arg-type]
+    other = read_gates(prom.url, GATES, version("5.0.0"), "another-md")  # type: ignore[arg-type]
 
     assert [(r.name, r.verdict) for r in judged] == [("SuccessRate", "Passed"), ("LatencyP99Ms", "Passed")]
     assert judged[0].value == 1.0
     assert too_few[0].inconclusive and "fewer than spec.strategy.canary.analysis.minRequests (100000)" \
         in too_few[0].message
+    assert {r.verdict for r in other} == {"Inconclusive"}, \
+        "another ModelDeployment serving the same version in the same namespace is not judged from these pods"
 

@@ -294,12 +294,13 @@ def test_rest_and_grpc_requests_share_batches_and_are_counted_by_protocol(
         np.testing.assert_allclose(results[i], expected(row.tolist()), rtol=1e-6)
     metrics = httpx.get(f"{srv.url}/metrics").text
     for protocol in ("rest", "grpc"):
-        assert (f'onnx_server_requests_total{{code="200",model="batched",protocol="{protocol}",version="1.0.0"}} 6.0'
+        assert (f'onnx_server_requests_total{{code="200",model="batched",modeldeployment="",'
+                f'protocol="{protocol}",version="1.0.0"}} 6.0'
                 in metrics)
     value = {ln.split()[0]: float(ln.split()[-1]) for ln in metrics.splitlines()
              if ln.startswith("onnx_server_batch_size_")}
-    assert value['onnx_server_batch_size_sum{model="batched",version="1.0.0"}'] / \
-        value['onnx_server_batch_size_count{model="batched",version="1.0.0"}'] > 1.5
+    assert value['onnx_server_batch_size_sum{model="batched",modeldeployment="",version="1.0.0"}'] / \
+        value['onnx_server_batch_size_count{model="batched",modeldeployment="",version="1.0.0"}'] > 1.5
 
 
 def test_a_call_its_client_gave_up_on_is_not_counted_as_a_server_error(serve: Callable[..., ServerProcess]) -> None:
@@ -311,7 +312,8 @@ def test_a_call_its_client_gave_up_on_is_not_counted_as_a_server_error(serve: Ca
         client.infer("batched", [infer_input("x", np.ones((1, 4), np.float32), "FP32")], client_timeout=0.05)
 
     assert info.value.status() == "StatusCode.DEADLINE_EXCEEDED"
-    wait_for("the cancelled call to be counted", lambda: 'code="499",model="batched",protocol="grpc"'
+    wait_for("the cancelled call to be counted", lambda: 'code="499",model="batched",modeldeployment="",'
+             'protocol="grpc"'
              in httpx.get(f"{srv.url}/metrics").text, timeout=10, interval=0.1)
     assert 'code="500"' not in httpx.get(f"{srv.url}/metrics").text
 
@@ -332,7 +334,8 @@ def test_sigterm_finishes_grpc_calls_in_flight_and_refuses_new_ones(tmp_path: Pa
         "y", grpc_infer(srv.grpc_target, "linear", {"x": np.asarray(X[:1], np.float32)})["y"]))
     t.start()
     wait_for("the gRPC call to wait in the batch queue", lambda: 'onnx_server_in_flight_requests{model="linear",'
-             'protocol="grpc",version="1.0.0"} 1.0' in httpx.get(f"{srv.url}/metrics").text, timeout=10, interval=0.05)
+             'modeldeployment="",protocol="grpc",version="1.0.0"} 1.0' in httpx.get(f"{srv.url}/metrics").text,
+             timeout=10, interval=0.05)
 
     srv.proc.send_signal(signal.SIGTERM)
     with grpc.insecure_channel(srv.grpc_target) as channel:

@@ -129,8 +129,9 @@ def test_metrics_count_requests_by_code(server: ServerProcess) -> None:
     httpx.post(server.infer_url, json=infer_json(X))
     httpx.post(server.infer_url, content=b"{broken")
     text = httpx.get(f"{server.url}/metrics").text
-    assert 'onnx_server_requests_total{code="200",model="linear",protocol="rest",version="1.0.0"}' in text
-    assert 'onnx_server_requests_total{code="400",model="linear",protocol="rest",version="1.0.0"}' in text
+    labels = 'model="linear",modeldeployment="",protocol="rest",version="1.0.0"'
+    assert f'onnx_server_requests_total{{code="200",{labels}}}' in text
+    assert f'onnx_server_requests_total{{code="400",{labels}}}' in text
     for name in ("onnx_server_request_duration_seconds_bucket", "onnx_server_queue_duration_seconds_bucket",
                  "onnx_server_inference_duration_seconds_bucket", "onnx_server_batch_size_bucket",
                  "onnx_server_in_flight_requests"):
@@ -166,7 +167,8 @@ def test_sigterm_finishes_in_flight_requests_then_exits(tmp_path: Path) -> None:
         "code", httpx.post(srv.infer_url, json=infer_json(X[:1]), timeout=30).status_code))
     t.start()
     wait_for("the request to wait in the batch queue", lambda: 'onnx_server_in_flight_requests{model="linear",'
-             'protocol="rest",version="1.0.0"} 1.0' in httpx.get(f"{srv.url}/metrics").text, timeout=10, interval=0.05)
+             'modeldeployment="",protocol="rest",version="1.0.0"} 1.0' in httpx.get(f"{srv.url}/metrics").text,
+             timeout=10, interval=0.05)
 
     srv.proc.send_signal(signal.SIGTERM)
 

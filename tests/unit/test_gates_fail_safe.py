@@ -153,9 +153,9 @@ def test_gates_read_only_the_new_versions_namespace_or_series_without_one() -> N
     mv = parse_model_version({"metadata": {"name": "v2", "namespace": "prod"}, "spec": {
         "model": "fraud", "version": "2.0.0", "source": {"uri": "https://m.example/x.onnx", "sha256": "a" * 64}}})
     custom = MetricQuery(name="errors", query='x{ns="{{namespace}}",m="{{model}}",v="{{version}}"}', max=1)
-    queries = gate_queries(Analysis(successRate=0.99, latencyP99Ms=100, queries=[custom]), mv)
+    queries = gate_queries(Analysis(successRate=0.99, latencyP99Ms=100, queries=[custom]), mv, "scoring")
 
-    selector = 'model="fraud",version="2.0.0",namespace=~"prod|"'
-    assert selector in request_count_query(mv)
+    selector = 'model="fraud",version="2.0.0",modeldeployment="scoring",namespace=~"prod|"'
+    assert selector in request_count_query(mv, "scoring")
     assert [q.promql.count(selector) for q in queries[:2]] == [2, 1]
     assert queries[2].promql == 'x{ns="prod",m="fraud",v="2.0.0"}'

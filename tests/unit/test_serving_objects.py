@@ -132,6 +132,27 @@ def test_in_flight_requests_finish_inside_the_grace_period() -> None:
     assert 0 < pre_stop["sleep"]["seconds"] < pod["terminationGracePeriodSeconds"]
 
 
+@pytest.mark.parametrize(("age", "prestop"), [(None, 5 + 33), (2, 5 + 3), (0, 5)])
+def test_a_terminating_pod_serves_until_every_client_connection_outlived_its_age(age: int | None,
+                                                                                 prestop: int) -> None:
+    runtime = {} if age is None else {"runtime": {"maxConnectionAgeSeconds": age}}
+    pod = desired_deployment(md(**runtime), mv(), CONFIG, 1)["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+
+    assert server["lifecycle"]["preStop"]["sleep"]["seconds"] == prestop
+    assert pod["terminationGracePeriodSeconds"] == prestop + 25
+    assert server["args"][-2:] == ["--max-connection-age", str(30 if age is None else age)]
+
+
+def test_connection_limits_reach_the_server_flags() -> None:
+    runtime = {"headerTimeoutSeconds": 5, "bodyTimeoutSeconds": 20, "minBodyBytesPerSecond": 8192,
+               "idleTimeoutSeconds": 120, "maxConnections": 2000}
+    args = desired_deployment(md(runtime=runtime), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert " ".join(args).endswith("--header-timeout 5 --body-timeout 20 --min-body-rate 8192 --idle-timeout 120 "
+                                   "--max-connections 2000 --max-connection-age 30")
+
+
 def test_serving_pod_writes_only_to_its_empty_dirs() -> None:
     pod = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]
     volumes = {v["name"]: v for v in pod["volumes"]}
@@ -154,7 +175,8 @@ def test_serve_command_names_the_model_and_version() -> None:
     args = desired_deployment(md(), mv(), CONFIG, 1)["spec"]["template"]["spec"]["containers"][0]["args"]
 
     assert args == ["serve", "--model-dir", "/models", "--name", "iris", "--version", "1.0.0",
-                    "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081"]
+                    "--model-deployment", "web", "--host", "0.0.0.0", "--port", "8080", "--grpc-port", "8081",
+                    "--max-connection-age", "30"]
 
 
 def test_serving_pods_expose_a_grpc_port_by_default() -> None:

@@ -67,7 +67,8 @@ class MetricQuery(ApiModel):
 
     name: str = Field(min_length=1, max_length=63)
     query: str = Field(min_length=1, max_length=4096,
-                       description="PromQL; {{model}}, {{version}} and {{namespace}} are substituted.")
+                       description="PromQL; {{model}}, {{version}}, {{namespace}} and {{modeldeployment}} (the "
+                       "ModelDeployment's name, a label of every runtime series) are substituted.")
     max: float | None = Field(None, description="Fail the gate when the result is above this.")
     min: float | None = Field(None, description="Fail the gate when the result is below this.")
 
@@ -174,7 +175,11 @@ class VersionStatus(ApiModel):
     name: str
     replicas: int = 0
     ready_replicas: int = 0
-    weight: int = 0
+    weight: int = Field(0, description="Intended percent of traffic: all on the active version (blue/green), "
+                        "else the version's share of Ready pods.")
+    observed_share: float | None = Field(None, ge=0, le=1, description="During a rollout, the fraction of this "
+                                         "ModelDeployment's requests this version answered in the last minute, "
+                                         "read from Prometheus (absent without one).")
     stuck_reason: str | None = Field(None, description="Why pods of this version are not becoming Ready: "
                                      "ModelFetchFailed, ImagePullBackOff, OOMKilled, CrashLoopBackOff, "
                                      "Unschedulable or CreateContainerError.")

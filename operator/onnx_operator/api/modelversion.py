@@ -74,6 +74,9 @@ class Batching(ApiModel):
     max_delay_ms: int = Field(5, ge=0, le=10000, description="Longest a request waits for a batch.")
 
 
+DEFAULT_MAX_CONNECTION_AGE_SECONDS = 30  # onnx-server's default too: README "Connection lifetime"
+
+
 class RuntimeSettings(ApiModel):
     threads: int | None = Field(None, ge=1, le=64, description="onnxruntime intra-op threads.")
     batching: Batching | None = Field(
@@ -85,6 +88,24 @@ class RuntimeSettings(ApiModel):
     grpc: bool | None = Field(
         None, description="Serve the Open Inference Protocol v2 over gRPC too (default true): the pods' `grpc` "
         "port, and on a ModelDeployment the Services' `grpc` port (appProtocol kubernetes.io/h2c).")
+    max_connection_age_seconds: int | None = Field(
+        None, ge=0, le=3600, description="A client connection older than this (+/-10%) is ended after its next "
+        "response (REST: `Connection: close`; gRPC: GOAWAY, calls in flight finish), so keep-alive and gRPC "
+        f"clients are placed anew and a canary gets its share of them (default {DEFAULT_MAX_CONNECTION_AGE_SECONDS}; "
+        "0: never). A terminating pod serves 5 s plus this (+10%) before SIGTERM, so that every active client "
+        "was told to reconnect.")
+    header_timeout_seconds: int | None = Field(None, ge=1, le=600, description="A request's line and headers "
+                                               "must arrive within this of its first byte, else 408 (default 10).")
+    body_timeout_seconds: int | None = Field(None, ge=1, le=3600, description="A request body may take this "
+                                             "plus its length at minBodyBytesPerSecond (default 10).")
+    min_body_bytes_per_second: int | None = Field(None, ge=1024, le=1 << 30, description="The slowest body "
+                                                  "upload honoured (default 65536: a 512 kbit/s link).")
+    idle_timeout_seconds: int | None = Field(None, ge=1, le=3600, description="An idle client connection is "
+                                             "closed after this (default 75, past clients' own keep-alive expiry).")
+    max_connections: int | None = Field(None, ge=16, le=1 << 20, description="Most open client connections per "
+                                        "protocol (default: sized from the memory limit and the descriptor limit). "
+                                        "At the cap the longest-idle connection is closed, else a new one gets "
+                                        "503 with Retry-After.")
     peer_fetch: bool | None = Field(
         None, description="New pods fetch the model's files from Ready pods of the same version (each file "
         "checked against its pinned sha256; the source when no peer answers or a peer's bytes differ), "

@@ -49,15 +49,20 @@ def render_status(md: dict[str, Any]) -> list[str]:
         lines.append(f"{rollout['blockedVersion']} was rolled back; change spec.modelVersion to roll out again")
     versions = status.get("versions") or []
     if versions:
-        rows = [["VERSION", "REPLICAS", "READY", "WEIGHT"]] + [
+        # SERVED: the share of requests each version answered in the last minute (during a rollout, with
+        # Prometheus); WEIGHT is the share it should get
+        rows = [["VERSION", "REPLICAS", "READY", "WEIGHT", "SERVED"]] + [
             [v["name"], str(v.get("replicas", 0)), f"{v.get('readyReplicas', 0)}/{v.get('replicas', 0)}",
-             f"{v.get('weight', 0)}%"] for v in versions]
+             f"{v.get('weight', 0)}%", "-" if v.get("observedShare") is None else f"{v['observedShare']:.0%}"]
+            for v in versions]
         lines += ["", *_table(rows)]
         for v in versions:
             if v.get("stuckReason"):
                 count = int(v.get("stuckPods") or 0)
                 lines.append(f"  {v['name']}: {count} pod{'s' if count != 1 else ''} stuck, {v['stuckReason']}: "
                              f"{v.get('lastError') or ''}")
+        if rollout.get("underServed"):
+            lines.append(f"under-served: {rollout['underServed']}")
     gates = rollout.get("gates") or []
     if gates:
         lines += ["", "gates:"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from onnx_operator.api import ModelDeployment, ModelVersion
-from onnx_operator.api.modelversion import RuntimeSettings
+from onnx_operator.api.modelversion import DEFAULT_MAX_CONNECTION_AGE_SECONDS, RuntimeSettings
 from onnx_operator.config import OperatorConfig
 from onnx_operator.desired.common import (
     RESTRICTED_CONTAINER,
@@ -29,8 +29,8 @@ from onnx_operator.desired.source import model_file_args, source_args, source_di
 
 MODEL_DIR = "/models"
 GRPC_SERVICE_PORT = 8081
-PRESTOP_SECONDS = 5
-GRACE_SECONDS = 30
+PROPAGATION_SECONDS = 5  # a deleted pod's endpoint leaves every node's kube-proxy rules well within this
+DRAIN_SECONDS = 25  # onnx-server's --grace-seconds default: in-flight requests after SIGTERM
 STARTUP_PERIOD_SECONDS = 2
 STARTUP_BASE_SECONDS = 300
 STARTUP_SECONDS_PER_GIB = 120  # loading and warming up; `make bench` measures a few seconds per GiB
@@ -56,7 +56,27 @@ def runtime_args(runtime: RuntimeSettings) -> list[str]:
         args.append("--no-prepack")
     if runtime.grpc is False:
         args.append("--no-grpc")
-    return args
+    for flag, value in (("--header-timeout", runtime.header_timeout_seconds),
+                        ("--body-timeout", runtime.body_timeout_seconds),
+                        ("--min-body-rate", runtime.min_body_bytes_per_second),
+                        ("--idle-timeout", runtime.idle_timeout_seconds),
+                        ("--max-connections", runtime.max_connections)):
+        if value is not None:
+            args += [flag, str(value)]
+    return [*args, "--max-connection-age", str(connection_age_seconds(runtime))]
+
+
+def prestop_seconds(runtime: RuntimeSettings) -> int:
+    """A terminating pod keeps serving this long before SIGTERM: its endpoint leaves the Services, and every
+    client connection still on it outlives its age (+10% jitter), so each active client is told to
+    reconnect (Connection: close, GOAWAY) by a response, never by a close racing its next request."""
+    return PROPAGATION_SECONDS + math.ceil(connection_age_seconds(runtime) * 1.1)
+
+
+def connection_age_seconds(runtime: RuntimeSettings) -> int:
+    """How long a client connection to a serving pod lives before it is asked to reconnect."""
+    age = runtime.max_connection_age_seconds
+    return DEFAULT_MAX_CONNECTION_AGE_SECONDS if age is None else age
 
 
 def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) -> list[str]:
@@ -64,7 +84,8 @@ def serve_args(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig) ->
     runtime = effective_runtime(md, mv)
     grpc = [] if runtime.grpc is False else ["--grpc-port", str(config.grpc_port)]
     return ["serve", "--model-dir", MODEL_DIR, "--name", mv.spec.model, "--version", mv.spec.version,
-            "--host", "0.0.0.0", "--port", str(config.serving_port), *model_file_args(mv.spec.source), *grpc,
+            "--model-deployment", md.name, "--host", "0.0.0.0", "--port", str(config.serving_port),
+            *model_file_args(mv.spec.source), *grpc,
             *runtime_args(runtime)]
 
 
@@ -133,7 +154,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
         "livenessProbe": _probe("/v2/health/live", 10, 3),
         "startupProbe": _probe("/v2/health/ready", STARTUP_PERIOD_SECONDS,
                                startup_failure_threshold(mv.status.size_bytes)),
-        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SECONDS}}},
+        "lifecycle": {"preStop": {"sleep": {"seconds": prestop_seconds(effective_runtime(md, mv))}}},
         "securityContext": RESTRICTED_CONTAINER,
         "volumeMounts": [{"name": "models", "mountPath": MODEL_DIR, "readOnly": True},
                          {"name": "tmp", "mountPath": "/tmp"}],
@@ -172,7 +193,7 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
                 "automountServiceAccountToken": False,
                 "enableServiceLinks": False,
                 "securityContext": RESTRICTED_POD,
-                "terminationGracePeriodSeconds": GRACE_SECONDS,
+                "terminationGracePeriodSeconds": prestop_seconds(effective_runtime(md, mv)) + DRAIN_SECONDS,
                 "initContainers": [fetch],
                 "containers": [container],
                 "volumes": [{"name": "models", "emptyDir": {}}, {"name": "tmp", "emptyDir": {"medium": "Memory"}},

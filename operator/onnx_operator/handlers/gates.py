@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 
@@ -19,20 +20,50 @@ from onnx_operator.rollout.gates import (
     too_few_requests,
 )
 from onnx_operator.rollout.rolling import Observed
+from onnx_operator.rollout.share import observed_shares, served_rate_query
 
 LOG = logging.getLogger(__name__)
 QUERY_ERRORS = (httpx.HTTPError, KeyError, ValueError, TypeError, IndexError)
 
 
-def query_prometheus(base_url: str, promql: str, timeout: float = 10) -> float | None:
-    """One instant query; None when there is no data yet (no traffic), raises on HTTP errors."""
+def _instant_query(base_url: str, promql: str, timeout: float) -> list[dict[str, Any]]:
     resp = httpx.get(f"{base_url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=timeout)
     resp.raise_for_status()
-    data = resp.json()["data"]["result"]
-    if not data:
-        return None
-    value = float(data[0]["value"][1])
+    return list(resp.json()["data"]["result"])
+
+
+def _number(sample: dict[str, Any]) -> float | None:
+    value = float(sample["value"][1])
     return None if value != value else value  # NaN: no requests in the window
+
+
+def query_prometheus(base_url: str, promql: str, timeout: float = 10) -> float | None:
+    """One instant query; None when there is no data yet (no traffic), raises on HTTP errors."""
+    data = _instant_query(base_url, promql, timeout)
+    return _number(data[0]) if data else None
+
+
+def query_by_label(base_url: str, promql: str, label: str, timeout: float = 10) -> dict[str, float]:
+    """One instant query returning a vector: each series' value keyed by its `label`."""
+    out = {}
+    for sample in _instant_query(base_url, promql, timeout):
+        value = _number(sample)
+        if value is not None:
+            out[str(sample["metric"].get(label, ""))] = value
+    return out
+
+
+def read_shares(url: str | None, md: ModelDeployment, spec_versions: dict[str, str]) -> dict[str, float]:
+    """Each served ModelVersion's share of this ModelDeployment's requests in the last minute; empty
+    without Prometheus, without traffic, or when Prometheus cannot be read (nothing is claimed)."""
+    if not url:
+        return {}
+    try:
+        rates = query_by_label(url, served_rate_query(md.name, md.namespace), "version")
+    except QUERY_ERRORS as exc:
+        LOG.warning("Observed split of %s/%s not read: %s", md.namespace, md.name, exc)
+        return {}
+    return observed_shares(rates, spec_versions)
 
 
 def evaluate_gates(ctx: Context, md: ModelDeployment, mv: ModelVersion,
@@ -48,17 +79,17 @@ def evaluate_gates(ctx: Context, md: ModelDeployment, mv: ModelVersion,
     url = ctx.config.prometheus_url
     if not url:
         LOG.warning("%s/%s has metric gates but the operator has no --prometheus-url", md.namespace, md.name)
-    return read_gates(url, canary.analysis, mv)
+    return read_gates(url, canary.analysis, mv, md.name)
 
 
-def read_gates(url: str | None, analysis: Analysis, mv: ModelVersion) -> list[GateResult]:
+def read_gates(url: str | None, analysis: Analysis, mv: ModelVersion, md_name: str) -> list[GateResult]:
     """The new version's gates judged from Prometheus at `url`: first its request count in the window
     (fewer than analysis.minRequests and nothing is judged), then one instant query per gate."""
-    queries = gate_queries(analysis, mv)
+    queries = gate_queries(analysis, mv, md_name)
     if not url:
         return [inconclusive(q, "the operator has no Prometheus URL (--prometheus-url)") for q in queries]
     try:
-        why = too_few_requests(query_prometheus(url, request_count_query(mv)), analysis.min_requests)
+        why = too_few_requests(query_prometheus(url, request_count_query(mv, md_name)), analysis.min_requests)
     except QUERY_ERRORS as exc:
         LOG.warning("Gates of %s not evaluated: %s", mv.name, exc)
         return [inconclusive(q, _unreadable(url, exc)) for q in queries]
@@ -77,4 +108,4 @@ def _judge_live(url: str, q: GateQuery) -> GateResult:
         return inconclusive(q, _unreadable(url, exc))
 
 
-__all__ = ["GateQuery", "evaluate_gates", "query_prometheus", "read_gates"]
+__all__ = ["GateQuery", "evaluate_gates", "query_by_label", "query_prometheus", "read_gates", "read_shares"]

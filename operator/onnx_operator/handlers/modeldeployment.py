@@ -32,23 +32,34 @@ from onnx_operator.desired.peer import (
     peer_service_name,
 )
 from onnx_operator.desired.serving import (
+    connection_age_seconds,
     desired_deployment,
     desired_hpa,
     desired_preview_service,
     desired_service,
+    effective_runtime,
     service_url,
 )
-from onnx_operator.desired.traffic import ROLES, desired_role_service, role_service_name, weighted_rules
+from onnx_operator.desired.traffic import (
+    ROLES,
+    desired_role_service,
+    intended_weights,
+    role_service_name,
+    traffic_split,
+    weighted_rules,
+)
 from onnx_operator.handlers.context import Context, live_status, now
-from onnx_operator.handlers.gates import evaluate_gates
+from onnx_operator.handlers.gates import evaluate_gates, read_shares
 from onnx_operator.metrics import ROLLOUTS
 from onnx_operator.rollout.progressive import Decision, decide, parse_action
 from onnx_operator.rollout.rolling import Observed
+from onnx_operator.rollout.share import UNDER_SERVED, track_share
 from onnx_operator.rollout.status import Problem, compute_status, stuck_events
 from onnx_operator.rollout.stuck import stuck_pods
 
 LOG = logging.getLogger(__name__)
 KIND = "ModelDeployment"
+SHARE_INTERVAL_SECONDS = 30  # how often the observed split is read during a rollout without metric gates
 HTTPROUTE_API = "gateway.networking.k8s.io/v1"
 Obj = dict[str, Any]
 
@@ -147,31 +158,20 @@ class Applier:
                 if kube.get("v1", "Service", ns, role_service_name(md.name, role)) is not None:
                     kube.delete("v1", "Service", ns, role_service_name(md.name, role))
             return
-        rollout = d.rollout or {}
-        new = md.spec.model_version
-        stable = str(rollout.get("from")) if rollout.get("version") and rollout.get("from") else (d.serving or new)
-        canary = new if rollout.get("version") else stable
-        for role, version in (("stable", stable), ("canary", canary)):
+        split = traffic_split(md, d.rollout, d.serving, self._ready())
+        for role, version in (("stable", split.stable), ("canary", split.canary)):
             kube.ensure(desired_role_service(md, role, version),
                         kube.get("v1", "Service", ns, role_service_name(md.name, role)))
         route = kube.get(HTTPROUTE_API, "HTTPRoute", ns, route_ref.name)
         if route is None:
             LOG.warning("HTTPRoute %s/%s of %s not found: weights not set", ns, route_ref.name, md.name)
             return
-        rules = weighted_rules(route, md.name, self._canary_weight(d, rollout))
+        rules = weighted_rules(route, md.name, split.canary_weight)
         if rules != (route.get("spec") or {}).get("rules"):
             kube.merge_patch(HTTPROUTE_API, "HTTPRoute", ns, route_ref.name, {"spec": {"rules": rules}})
 
-    def _canary_weight(self, d: Decision, rollout: dict[str, Any]) -> int:
-        if not rollout.get("version"):
-            return 0
-        if self.md.spec.strategy.type == "Canary":
-            return int(rollout.get("weight", 0))
-        if self.md.spec.strategy.type == "BlueGreen":
-            return 100 if rollout.get("switchedAt") else 0
-        ready = {v: int((dep.get("status") or {}).get("readyReplicas") or 0) for v, dep in self.deps.items()}
-        total = sum(ready.values())
-        return round(100 * ready.get(self.md.spec.model_version, 0) / total) if total else 0
+    def _ready(self) -> dict[str, int]:
+        return {v: int((dep.get("status") or {}).get("readyReplicas") or 0) for v, dep in self.deps.items()}
 
     def _peer_ip(self, mv: ModelVersion) -> str | None:
         """The version's peer Service ClusterIP (the Service and the ModelDeployment's token Secret made
@@ -244,8 +244,13 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
         Applier(ctx, md, mv, deps, hpas).apply(decision)
         if decision.replicas != {v: o.replicas for v, o in observed.items()}:
             deps, observed = _observe_versions(ctx, namespace, labels, uid)
+    weights = intended_weights(md, sorted(observed), {v: o.ready for v, o in observed.items()},
+                               decision.active if decision else None,
+                               decision.rollout if decision else md.status.rollout,
+                               decision.serving if decision else md.status.serving_version)
+    shares = _observe_split(ctx, md, mv, observed, decision, weights) if decision and mv else {}
     status = compute_status(md, list(observed.values()), replicas, problem, decision,
-                            selector_string(labels), service_url(md), now())
+                            selector_string(labels), service_url(md), now(), weights=weights, shares=shares)
     events = [*(decision.events if decision else []), *stuck_events(md.status.versions, list(observed.values()))]
     delay = _write(ctx, body, old, status.wire(), events)
     if decision and len(decision.history) and decision.history != md.status.history:
@@ -254,6 +259,39 @@ def reconcile_model_deployment(ctx: Context, namespace: str, name: str) -> float
     if decision and decision.requeue is not None:
         return min(delay or decision.requeue, decision.requeue)
     return delay
+
+
+def _observe_split(ctx: Context, md: ModelDeployment, mv: ModelVersion, observed: dict[str, Observed],
+                   decision: Decision, weights: dict[str, int]) -> dict[str, float]:
+    """During a rollout: the share of requests each version answered (from Prometheus), and whether the
+    canary stays far below its intended share once clients had time to reconnect (kept in the rollout
+    state, said in the Progressing condition)."""
+    rollout = decision.rollout
+    if not rollout or not rollout.get("version") or not ctx.config.prometheus_url:
+        return {}
+    spec_versions = {mv.name: mv.spec.version}
+    for version in observed:
+        if version not in spec_versions:
+            other = ctx.kube.get(API_VERSION, "ModelVersion", md.namespace, version)
+            if other is None:
+                return {}  # a version we cannot name in the metrics: claim nothing
+            spec_versions[version] = str(other["spec"]["version"])
+    shares = read_shares(ctx.config.prometheus_url, md, spec_versions)
+    analysis = md.spec.strategy.canary.analysis if md.spec.strategy.canary else None
+    interval = float(analysis.interval_seconds if analysis else SHARE_INTERVAL_SECONDS)
+    canary = str(rollout["version"])
+    was = rollout.get("underServed")
+    why = track_share(rollout, canary, weights.get(canary, 0) / 100, shares, rollout.get("stepReadyAt"),
+                      connection_age_seconds(effective_runtime(md, mv)), interval, now())
+    if why is None:
+        rollout.pop("underServed", None)
+    else:
+        rollout["underServed"] = why
+        if not was:
+            decision.events.append(("Warning", UNDER_SERVED, why))
+    # the observed split is re-read every interval while the rollout runs
+    decision.requeue = min(decision.requeue or interval, interval)
+    return shares
 
 
 def _write(ctx: Context, body: Obj, old: Obj, new: Obj, events: list[tuple[str, str, str]]) -> float | None:

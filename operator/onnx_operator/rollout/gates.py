@@ -60,38 +60,39 @@ class GateQuery:
         return self.minimum if self.minimum is not None else (self.maximum or 0.0)
 
 
-def _selector(mv: ModelVersion, extra: str = "") -> str:
-    """The new version's series: its model and version (labels the runtime server sets), in its
-    namespace. `namespace=~"ns|"` also matches series without a namespace label (a static scrape
-    config), while a Kubernetes-discovered or PodMonitor series of another namespace that serves the
-    same model and version is left out of this canary's gates."""
-    return f'model="{mv.spec.model}",version="{mv.spec.version}",namespace=~"{_namespace(mv)}|"{extra}'
+def _selector(mv: ModelVersion, md_name: str, extra: str = "") -> str:
+    """The new version's series of this ModelDeployment: its model, version and ModelDeployment (labels
+    the runtime server sets), in its namespace. `namespace=~"ns|"` also matches series without a
+    namespace label (a static scrape config), while a Kubernetes-discovered or PodMonitor series of
+    another namespace is left out, and so are another ModelDeployment's pods serving the same version."""
+    return (f'model="{mv.spec.model}",version="{mv.spec.version}",modeldeployment="{md_name}",'
+            f'namespace=~"{_namespace(mv)}|"{extra}')
 
 
 def _namespace(mv: ModelVersion) -> str:
     return str(mv.metadata.get("namespace", ""))
 
 
-def request_count_query(mv: ModelVersion) -> str:
+def request_count_query(mv: ModelVersion, md_name: str) -> str:
     """Requests the new version answered in the gates' window (compared with analysis.minRequests)."""
-    return f"sum(increase(onnx_server_requests_total{{{_selector(mv)}}}[{WINDOW}]))"
+    return f"sum(increase(onnx_server_requests_total{{{_selector(mv, md_name)}}}[{WINDOW}]))"
 
 
-def gate_queries(analysis: Analysis, mv: ModelVersion) -> list[GateQuery]:
+def gate_queries(analysis: Analysis, mv: ModelVersion, md_name: str) -> list[GateQuery]:
     """The runtime server labels its metrics with model and version, so no relabelling is needed."""
     out = []
     if analysis.success_rate is not None:
-        total = f"sum(rate(onnx_server_requests_total{{{_selector(mv)}}}[{WINDOW}]))"
-        not_5xx = _selector(mv, ',code!~"5.."')
+        total = f"sum(rate(onnx_server_requests_total{{{_selector(mv, md_name)}}}[{WINDOW}]))"
+        not_5xx = _selector(mv, md_name, ',code!~"5.."')
         good = f"sum(rate(onnx_server_requests_total{{{not_5xx}}}[{WINDOW}]))"
         out.append(GateQuery("SuccessRate", f"{good} / {total}", minimum=analysis.success_rate))
     if analysis.latency_p99_ms is not None:
         out.append(GateQuery("LatencyP99Ms", "1000 * histogram_quantile(0.99, sum by (le) (rate("
-                             f"onnx_server_request_duration_seconds_bucket{{{_selector(mv)}}}[{WINDOW}])))",
+                             f"onnx_server_request_duration_seconds_bucket{{{_selector(mv, md_name)}}}[{WINDOW}])))",
                              maximum=float(analysis.latency_p99_ms)))
     for q in analysis.queries:
         promql = (q.query.replace("{{version}}", mv.spec.version).replace("{{model}}", mv.spec.model)
-                  .replace("{{namespace}}", _namespace(mv)))
+                  .replace("{{namespace}}", _namespace(mv)).replace("{{modeldeployment}}", md_name))
         out.append(GateQuery(f"Query:{q.name}", promql, minimum=q.min, maximum=q.max))
     return out
 

@@ -219,6 +219,8 @@ def _enter_step(state: dict[str, Any], now: str) -> None:
     state["stepStartedAt"] = now
     state.pop("stepReadyAt", None)
     state.pop("gatesInconclusiveSince", None)
+    state.pop("shareLowSince", None)
+    state.pop("underServed", None)
 
 
 def _canary(d: Decision, md: ModelDeployment, state: dict[str, Any], stable: str | None, replicas: int,

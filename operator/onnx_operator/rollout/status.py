@@ -10,6 +10,7 @@ from onnx_operator.api import conditions as r
 from onnx_operator.api.modeldeployment import VersionStatus
 from onnx_operator.rollout.gates import GATES_INCONCLUSIVE, inconclusive_message
 from onnx_operator.rollout.rolling import Observed
+from onnx_operator.rollout.share import UNDER_SERVED
 
 if TYPE_CHECKING:
     from onnx_operator.rollout.progressive import Decision
@@ -26,7 +27,10 @@ class Problem:
 
 def compute_status(md: ModelDeployment, observed: list[Observed], desired_replicas: int,
                    problem: Problem | None, decision: Decision | None, selector: str, url: str,
-                   now: str) -> ModelDeploymentStatus:
+                   now: str, weights: dict[str, int] | None = None,
+                   shares: dict[str, float] | None = None) -> ModelDeploymentStatus:
+    """`weights`: each version's intended percent (default: by Ready pods, all on the active one);
+    `shares`: what each answered, read during a rollout (absent: nothing claimed)."""
     prev = md.status
     desired = md.spec.model_version
     gen = md.generation
@@ -54,16 +58,19 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
         if complete:
             conds = set_condition(conds, "Progressing", False, r.ROLLOUT_COMPLETE,
                                   f"{desired} serves all traffic", gen, now)
-        elif rollout and rollout.get("gatesInconclusiveSince"):
-            conds = set_condition(conds, "Progressing", True, GATES_INCONCLUSIVE,
-                                  f"{_progress(desired, rollout, new_ready, desired_replicas)} holds: "
-                                  f"{inconclusive_message(rollout)}", gen, now)
-        elif stuck is not None:
-            progress = _progress(desired, rollout, new_ready, desired_replicas)
-            conds = set_condition(conds, "Progressing", True, stuck[0], f"{progress}; {stuck[1]}", gen, now)
         else:
-            conds = set_condition(conds, "Progressing", True, r.ROLLOUT_IN_PROGRESS, _progress(desired, rollout,
-                                  new_ready, desired_replicas), gen, now)
+            progress = _progress(desired, rollout, new_ready, desired_replicas, shares or {})
+            if rollout and rollout.get("underServed"):
+                unsure = f"; {inconclusive_message(rollout)}" if rollout.get("gatesInconclusiveSince") else ""
+                conds = set_condition(conds, "Progressing", True, UNDER_SERVED,
+                                      f"{progress}: {rollout['underServed']}{unsure}", gen, now)
+            elif rollout and rollout.get("gatesInconclusiveSince"):
+                conds = set_condition(conds, "Progressing", True, GATES_INCONCLUSIVE,
+                                      f"{progress} holds: {inconclusive_message(rollout)}", gen, now)
+            elif stuck is not None:
+                conds = set_condition(conds, "Progressing", True, stuck[0], f"{progress}; {stuck[1]}", gen, now)
+            else:
+                conds = set_condition(conds, "Progressing", True, r.ROLLOUT_IN_PROGRESS, progress, gen, now)
     if rolled_back is not None or any(c.type == "RolledBack" for c in conds):
         conds = set_condition(conds, "RolledBack", rolled_back is not None,
                               rolled_back[0] if rolled_back else r.AS_EXPECTED,
@@ -89,7 +96,9 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
         "desired_version": desired,
         "serving_version": serving,
         "versions": [VersionStatus(name=o.version, replicas=o.replicas, ready_replicas=o.ready,
-                                   weight=_weight(o, observed, decision),
+                                   weight=weights[o.version] if weights and o.version in weights
+                                   else _weight(o, observed, decision),
+                                   observed_share=(shares or {}).get(o.version),
                                    stuck_reason=o.stuck.reason if o.stuck else None,
                                    stuck_pods=o.stuck.count if o.stuck else None,
                                    last_error=o.stuck.message if o.stuck else None)
@@ -105,11 +114,13 @@ def compute_status(md: ModelDeployment, observed: list[Observed], desired_replic
     })
 
 
-def _progress(desired: str, rollout: dict[str, object] | None, ready: int, replicas: int) -> str:
+def _progress(desired: str, rollout: dict[str, object] | None, ready: int, replicas: int,
+              shares: dict[str, float]) -> str:
+    served = f", answering {shares[desired]:.0%} of requests" if desired in shares else ""
     if rollout and "stepIndex" in rollout and rollout.get("strategy") == "Canary":
         return (f"{desired}: step {int(rollout['stepIndex']) + 1}/{rollout.get('stepCount')} "  # type: ignore[call-overload]
-                f"at weight {rollout.get('weight')}%")
-    return f"{ready}/{replicas} pods of {desired} ready"
+                f"at weight {rollout.get('weight')}%{served}")
+    return f"{ready}/{replicas} pods of {desired} ready{served}"
 
 
 def _weight(o: Observed, observed: list[Observed], decision: Decision | None) -> int:

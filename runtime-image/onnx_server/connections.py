@@ -1,0 +1,245 @@
+"""Connection lifetime and limits on the REST port.
+
+Every HTTP/1.1 connection is bounded, so neither a flood of slow or idle connections nor a canary's
+keep-alive clients can hold the server:
+
+- **age**: kube-proxy balances connections, not requests, so a keep-alive client stays on the pod it
+  first reached until the server ends the connection. A connection older than `max_age` (+/-10% jitter,
+  as gRPC core applies to max_connection_age) gets `Connection: close` on its next response and is
+  closed right after it. Never under a request in flight, never while idle: a client may be sending on
+  an idle connection at that moment, and most clients do not retry a POST lost that way.
+- **headers**: the request line and headers must arrive within `header_timeout` of the request's first
+  byte (else 408 and close);
+- **body**: the body must arrive within `body_timeout` plus its announced length at `min_body_rate`
+  (a chunked body: the bytes received so far at that rate), else the connection is closed;
+- **idle**: a connection with no request for `idle_timeout` is closed; it is longer than common clients'
+  keep-alive expiry (httpx 5 s, aiohttp 15 s, nginx 75 s) so a client's own expiry comes first;
+- **cap**: at most `max_connections` open. Only at the cap is the connection idle the longest closed to
+  make room; with none idle, the new connection gets a fast `503` with `Retry-After` and is closed.
+- **drain**: on SIGTERM a connection with no complete request is closed at once; only requests in
+  flight hold the grace period.
+
+This subclasses uvicorn's httptools protocol (uvicorn is pinned in pyproject.toml for that reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+LOG = logging.getLogger("onnx_server")
+CLOSE_REASONS = ("max_age", "header_timeout", "body_timeout", "idle_timeout", "evicted", "drain")
+JITTER = 0.1  # the fraction of the age each connection's own age may differ by
+RETRY_AFTER_SECONDS = 1
+PAUSED_CHECK_SECONDS = 1.0
+REJECTED = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: %d\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s")
+TIMED_OUT = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+             b"content-length: %d\r\n\r\n%s")
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """The REST port's connection bounds (see the module docstring); 0 turns max_age off."""
+
+    max_age: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 10.0
+    min_body_rate: float = 64 * 1024
+    idle_timeout: float = 75.0
+    max_connections: int = 4096
+
+
+class LogLimiter:
+    """One warning per `every` seconds for a kind of closed connection, with how many there were: a flood
+    must not become a flood of log lines."""
+
+    def __init__(self, what: str, every: float = 10.0) -> None:
+        self.what, self.every = what, every
+        self.count, self.since = 0, -math.inf
+
+    def note(self, example: str) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if now - self.since >= self.every:
+            LOG.warning("%s: %d connection(s) since the last report; e.g. %s", self.what, self.count, example)
+            self.count, self.since = 0, now
+
+
+SLOW_HEADERS = LogLimiter("Closed for slow headers (408)")
+SLOW_BODIES = LogLimiter("Closed for a slow body")
+REJECTIONS = LogLimiter("Refused with 503")
+
+
+class ConnectionEvents:
+    """What the protocol reports: connections opened and closed (by reason) and rejected at the cap."""
+
+    def __init__(self, opened: Callable[[int], None] | None = None, closed: Callable[[str], None] | None = None,
+                 rejected: Callable[[], None] | None = None) -> None:
+        self.opened = opened or (lambda _: None)
+        self.closed = closed or (lambda _: None)
+        self.rejected = rejected or (lambda: None)
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    """An HTTP/1.1 connection held to ConnectionLimits."""
+
+    limits: ConnectionLimits = ConnectionLimits()
+    events: ConnectionEvents = ConnectionEvents()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        now = self.loop.time()
+        age = self.limits.max_age * random.uniform(1 - JITTER, 1 + JITTER)
+        self.expires_at = now + age if self.limits.max_age > 0 else math.inf
+        self.last_active = now
+        self.in_request = False  # between a request's first byte and its complete body
+        self.request_started = now
+        self.body_received = 0
+        self.body_announced = 0
+        self.deadline: asyncio.TimerHandle | None = None
+        self.counted = True
+        if len(self.connections) > self.limits.max_connections and not self._make_room():
+            self._reject()
+            return
+        self.events.opened(len(self.connections))
+        # an idle connection that never sends a byte is closed like one idle after a response
+        self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self._idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_deadline()
+        super().connection_lost(exc)
+        if self.counted:
+            self.counted = False
+            self.events.opened(len(self.connections))
+
+    # the request's phases
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_request, self.request_started = True, self.loop.time()
+        self.body_received = self.body_announced = 0
+        self._arm(self.limits.header_timeout, self._header_timeout)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_deadline()
+        super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is None:
+            return
+        if self.loop.time() >= self.expires_at and cycle.keep_alive:
+            # its response says `Connection: close`; uvicorn closes the transport once it is written
+            cycle.keep_alive = False
+            self.events.closed("max_age")
+        length = next((v for k, v in self.headers if k == b"content-length"), None)
+        chunked = any(k == b"transfer-encoding" for k, _ in self.headers)
+        if length is not None and length.isdigit():
+            self.body_announced = int(length)
+        if self.body_announced or chunked:
+            self.request_started = self.loop.time()
+            self._arm(self._body_allowance(), self._body_timeout)
+        else:
+            self.in_request = False
+
+    def on_body(self, body: bytes) -> None:
+        self.body_received += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._cancel_deadline()
+        self.in_request = False
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self.last_active = self.loop.time()
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # uvicorn armed its own keep-alive timer: use ours
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self._idle_timeout)
+
+    def shutdown(self) -> None:
+        """SIGTERM: a connection without a complete request is closed now; one in flight finishes."""
+        if self.in_request and not self.transport.is_closing():
+            self.events.closed("drain")
+            self.transport.close()
+            return
+        super().shutdown()
+
+    # timeouts
+    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+        self._cancel_deadline()
+        self.deadline = self.loop.call_later(max(0.0, delay), callback)
+
+    def _cancel_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+            self.deadline = None
+
+    def _body_allowance(self) -> float:
+        """Seconds from the headers' end the body may take: a base, plus its size at the minimum rate."""
+        expected = max(self.body_announced, self.body_received)
+        return self.limits.body_timeout + expected / self.limits.min_body_rate
+
+    def _header_timeout(self) -> None:
+        if self.in_request and not self.transport.is_closing():
+            self.events.closed("header_timeout")
+            SLOW_HEADERS.note(f"headers not complete within {self.limits.header_timeout:g}s")
+            body = b'{"error": "the request line and headers did not arrive within %gs"}' % self.limits.header_timeout
+            self.transport.write(TIMED_OUT % (len(body), body))
+            self.transport.close()
+
+    def _body_timeout(self) -> None:
+        if not self.in_request or self.transport.is_closing():
+            return
+        if self.flow.read_paused:  # the server is not reading (its buffer is full): not the client's time
+            self.request_started += PAUSED_CHECK_SECONDS
+            self._arm(PAUSED_CHECK_SECONDS, self._body_timeout)
+            return
+        left = self.request_started + self._body_allowance() - self.loop.time()
+        if left > 0:  # a chunked body still arriving at the minimum rate
+            self._arm(left, self._body_timeout)
+            return
+        self.events.closed("body_timeout")
+        SLOW_BODIES.note(f"body slower than {self.limits.min_body_rate:g} bytes/s "
+                         f"({self.body_received} of {self.body_announced} bytes)")
+        self.transport.close()
+
+    def _idle_timeout(self) -> None:
+        if not self.in_request and (self.cycle is None or self.cycle.response_complete) \
+                and not self.transport.is_closing():
+            self.events.closed("idle_timeout")
+            self.transport.close()
+
+    # the cap
+    def _idle(self) -> bool:
+        return not self.in_request and (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    def _make_room(self) -> bool:
+        """At the cap: closes the connection idle the longest, if there is one."""
+        idle = [c for c in self.connections if c is not self and isinstance(c, LimitedHttpToolsProtocol)
+                and c._idle() and not c.transport.is_closing()]
+        if not idle:
+            return False
+        oldest = min(idle, key=lambda c: c.last_active)
+        oldest.events.closed("evicted")
+        oldest.transport.close()
+        return True
+
+    def _reject(self) -> None:
+        self.events.rejected()
+        REJECTIONS.note(f"at the connection cap ({self.limits.max_connections}), none idle")
+        body = b'{"error": "the server is at its connection limit (%d); retry"}' % self.limits.max_connections
+        self.transport.write(REJECTED % (RETRY_AFTER_SECONDS, len(body), body))
+        self.transport.close()
+
+
+def limited_protocol(limits: ConnectionLimits, events: ConnectionEvents) -> type[LimitedHttpToolsProtocol]:
+    """The protocol class for uvicorn.Config(http=...), bound to this server's limits and metrics."""
+    return type("LimitedHttpToolsProtocol", (LimitedHttpToolsProtocol,), {"limits": limits, "events": events})
+
