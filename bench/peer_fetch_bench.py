@@ -58,6 +58,9 @@ def scale_out(h: ClusterHandle, ns: str, store: ModelStore, peer_fetch: bool) ->
     wait_for(f"{SCALE_TO} pods of {md} Ready", lambda: ready_count(h, ns, md) >= SCALE_TO, 1200, 0.2)
     seconds = time.monotonic() - t0
     sent = store.bytes_sent - before
+    mode = 'on' if peer_fetch else 'off'
+    print(f"peer fetch {mode}: 1 -> {SCALE_TO} in {seconds:.1f} s, {sent} bytes from the store",
+          flush=True)
     h.kubectl("delete", "md", md, "-n", ns, "--wait=true", "--timeout=300s")
     wait_for(f"{md}'s pods gone", lambda: not h.kubectl_json(
         "get", "pods", "-n", ns, "-l", f"serving.onnx-operator.io/deployment={md}")["items"], 300, 0.5)

@@ -156,7 +156,7 @@ def _download_to(uri: str, target: Path, sha256: str, opts: FetchOptions, budget
                     peer_errors.append(f"{peer_path}: {exc.reason}: {exc.message}"[:300])
                 out.seek(0)
                 out.truncate()
-        LOG.info("fetching %s from the source", uri)
+        LOG.info("downloading %s from the source", uri)
         return download(uri, out, sha256, opts, budget), False
 
 

@@ -56,13 +56,13 @@ def render_status(md: dict[str, Any]) -> list[str]:
              f"{v.get('weight', 0)}%", "-" if v.get("observedShare") is None else f"{v['observedShare']:.0%}"]
             for v in versions]
         lines += ["", *_table(rows)]
-        if rollout.get("underServed"):
-            lines.append(f"under-served: {rollout['underServed']}")
         for v in versions:
             if v.get("stuckReason"):
                 count = int(v.get("stuckPods") or 0)
                 lines.append(f"  {v['name']}: {count} pod{'s' if count != 1 else ''} stuck, {v['stuckReason']}: "
                              f"{v.get('lastError') or ''}")
+        if rollout.get("underServed"):
+            lines.append(f"under-served: {rollout['underServed']}")
     gates = rollout.get("gates") or []
     if gates:
         lines += ["", "gates:"]
