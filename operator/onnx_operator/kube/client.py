@@ -189,9 +189,17 @@ class Kube:
         """Sets replicas through the scale subresource (leaves the rest of the object alone)."""
         self._check_may_write(f"{kind} {namespace}/{name}")
         resource = self._resource(api_version, kind).subresources["scale"]
-        throttled(lambda: resource.patch(body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
-                                         content_type="application/merge-patch+json", _request_timeout=TIMEOUT,
-                                         serialize=False), f"scale {kind}")
+        scale = _body(throttled(lambda: resource.patch(
+            body={"spec": {"replicas": replicas}}, name=name, namespace=namespace,
+            content_type="application/merge-patch+json", _request_timeout=TIMEOUT, serialize=False), f"scale {kind}"))
+        cached = self.cache.get(api_version, kind, namespace, name) if self.cache.covers(api_version, kind) else None
+        if cached is not None:  # write-through: the Scale answer carries the object's new resourceVersion
+            meta = cached["metadata"]
+            if int(cached["spec"].get("replicas", 0)) != replicas:
+                meta["generation"] = int(meta.get("generation", 0)) + 1  # as the API server does on a spec change
+            cached["spec"]["replicas"] = replicas
+            meta["resourceVersion"] = scale["metadata"]["resourceVersion"]
+            self.cache.observe(cached)
         LOG.info("Scaled %s %s/%s to %d", kind, namespace, name, replicas)
 
     def merge_patch(self, api_version: str, kind: str, namespace: str, name: str, body: Obj) -> None:
