@@ -148,10 +148,12 @@ def bench_connection_age(args: argparse.Namespace, tmp: Path) -> list[dict[str, 
     connection, so its extra server CPU per request is the cost of one reconnect."""
     data, name, shape = MODELS["tiny-mlp"]()
     array = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
-    servers_by_age = {age: servers.onnx_server(model_dir(tmp / f"age-{age:g}", data), "m",
-                                               "--max-connection-age", f"{age:g}") for age in args.ages}
+    servers_by_age: dict[float, servers.BenchServer] = {}
     rows = []
     try:
+        for age in args.ages:
+            servers_by_age[age] = servers.onnx_server(model_dir(tmp / f"age-{age:g}", data), "m",
+                                                      "--max-connection-age", f"{age:g}", "--no-grpc")
         for round_ in range(args.age_rounds):
             for age, srv in servers_by_age.items():
                 for row in load_rows(srv, f"onnx-server age {age:g}s", "tiny-mlp", name, array, ["binary"], ["wrk"],
