@@ -9,7 +9,7 @@ concurrency. Prints the tables with ratios and the issue's targets, and writes b
 
     python bench/runtime_bench.py [--seconds 3] [--concurrency 1,8,32] [--models tiny-mlp,dense-mlp,cnn]
                                   [--servers onnx-server,kserve,mlserver] [--generators wrk,perf_analyzer]
-                                  [--connection-ages 0,30,1,0.2]
+                                  [--connection-ages 0,0.001,30,1] [--age-rounds 3]
 
 Last, keep-alive rows: the tiny MLP with onnx-server's --max-connection-age at each age (wrk reconnects on
 `Connection: close`), so the cost of the connection lifetime is measured against it off, same run; and the
@@ -144,19 +144,25 @@ def bench_model(model: str, args: argparse.Namespace, tmp: Path) -> list[dict[st
 
 
 def bench_connection_age(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    """Keep-alive clients (wrk) against onnx-server with --max-connection-age at each of args.ages, same run:
-    what reconnecting costs at steady state (0 = connections live as long as the client keeps them)."""
+    """Keep-alive clients (wrk) against onnx-server with --max-connection-age at each of args.ages, same run,
+    in args.age_rounds interleaved rounds (the machine is shared: medians of rounds compare better than one
+    pass). 0 = connections live as long as the client keeps them; 0.001 = every response closes its
+    connection, so its extra server CPU per request is the cost of one reconnect."""
     data, name, shape = MODELS["tiny-mlp"]()
     array = np.random.default_rng(3).standard_normal((1, *shape)).astype(np.float32)
+    servers_by_age: dict[float, servers.BenchServer] = {}
     rows = []
-    for age in args.ages:
-        folder = model_dir(tmp / f"age-{age:g}", data)
-        srv = servers.onnx_server(folder, "m", "--max-connection-age", f"{age:g}")
-        try:
-            for row in load_rows(srv, f"onnx-server age {age:g}s", "tiny-mlp", name, array, ["binary"], ["wrk"],
-                                 sorted({1, max(args.levels)}), args.seconds, folder):
-                rows.append({**row, "connection_age_s": age})
-        finally:
+    try:
+        for age in args.ages:
+            servers_by_age[age] = servers.onnx_server(model_dir(tmp / f"age-{age:g}", data), "m",
+                                                      "--max-connection-age", f"{age:g}", "--no-grpc")
+        for round_ in range(args.age_rounds):
+            for age, srv in servers_by_age.items():
+                for row in load_rows(srv, f"onnx-server age {age:g}s", "tiny-mlp", name, array, ["binary"], ["wrk"],
+                                     sorted({1, max(args.levels)}), args.seconds, tmp / f"age-{age:g}"):
+                    rows.append({**row, "connection_age_s": age, "round": round_})
+    finally:
+        for srv in servers_by_age.values():
             srv.stop()
     return rows
 
@@ -196,17 +202,41 @@ def print_tls(rows: list[dict[str, Any]]) -> None:
               f"{r.get('cpu_us', float('nan')) - plain.get('cpu_us', float('nan')):+6.1f} us per request")
 
 
-def print_connection_age(rows: list[dict[str, Any]]) -> None:
+def median_row(rows: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
+    """Per field, the median over the rounds that match."""
+    found = [r for r in rows if all(r.get(k) == v for k, v in where.items())]
+    if not found:
+        return None
+    keys = ("requests_per_s", "p50_us", "p99_us", "cpu_us")
+    return {**found[0], **{k: float(np.median([r[k] for r in found if k in r])) for k in keys}}
+
+
+def print_connection_age(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The keep-alive table (medians of the rounds) and the derived cost of the connection age."""
     aged = [r for r in rows if "connection_age_s" in r]
     if not aged:
-        return
-    print("\nconnection age (tiny-mlp, binary, wrk keep-alive): req/s and p99 against age 0 (off), same run")
-    for r in aged:
-        off = find(aged, connection_age_s=0, concurrency=r["concurrency"])
-        rel = f"{ratio(r, off):.3f}x" if off and r is not off else "1.000x"
-        reconnects = r["concurrency"] / r["connection_age_s"] if r["connection_age_s"] else 0
-        print(f"  age {r['connection_age_s']:>5g}s c={r['concurrency']:<3} {r['requests_per_s']:8.0f} req/s "
-              f"({rel}) p50 {r['p50_us']:6.0f} us p99 {r['p99_us']:6.0f} us; ~{reconnects:.1f} reconnects/s")
+        return {}
+    print("\nconnection age (tiny-mlp, binary, wrk keep-alive; medians of interleaved rounds, same run)")
+    levels = sorted({r["concurrency"] for r in aged})
+    derived: dict[str, float] = {}
+    for c in levels:
+        off = median_row(aged, connection_age_s=0, concurrency=c)
+        for age in dict.fromkeys(r["connection_age_s"] for r in aged):
+            r = median_row(aged, connection_age_s=age, concurrency=c)
+            if r is None or off is None:
+                continue
+            print(f"  age {age:>6g}s c={c:<3} {r['requests_per_s']:8.0f} req/s ({ratio(r, off):.3f}x of off) "
+                  f"p50 {r['p50_us']:6.0f} us p99 {r['p99_us']:7.0f} us cpu {r['cpu_us']:5.0f} us/req")
+        close = median_row(aged, connection_age_s=0.001, concurrency=c)
+        if off and close:
+            cost = close["cpu_us"] - off["cpu_us"]  # one reconnect per request
+            per_conn_rate = off["requests_per_s"] / c
+            default = cost / (30 * per_conn_rate * off["cpu_us"]) if per_conn_rate else 0.0
+            derived[f"reconnect_cpu_us_c{c}"] = cost
+            derived[f"default_age_cpu_overhead_c{c}"] = default
+            print(f"  c={c}: a reconnect costs ~{cost:.0f} us of server CPU; at the default 30 s age and "
+                  f"{per_conn_rate:.0f} req/s per connection that is {100 * default:.3f}% of the CPU per request")
+    return derived
 
 
 def find(rows: list[dict[str, Any]], **where: Any) -> dict[str, Any] | None:
@@ -286,8 +316,10 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
     parser.add_argument("--servers", default="onnx-server,kserve,mlserver", help="comma-separated servers")
     parser.add_argument("--generators", default="wrk,perf_analyzer", help="comma-separated load generators")
-    parser.add_argument("--connection-ages", default="0,30,1,0.2",
-                        help="--max-connection-age values for the keep-alive rows (seconds; 0 = off; '' = skip)")
+    parser.add_argument("--connection-ages", default="0,0.001,30,1",
+                        help="--max-connection-age values for the keep-alive rows (seconds; 0 = off, 0.001 = a "
+                        "reconnect per request; '' = skip)")
+    parser.add_argument("--age-rounds", type=int, default=3, help="interleaved rounds of the keep-alive rows")
     args = parser.parse_args()
     args.ages = [float(a) for a in args.connection_ages.split(",") if a]
     args.levels = [int(c) for c in args.concurrency.split(",")]
@@ -304,7 +336,7 @@ def main() -> None:
           f"1 intra-op thread; {args.seconds:g} s per row")
     main_rows = [r for r in rows if "connection_age_s" not in r and "scheme" not in r]
     print_tables(main_rows)
-    print_connection_age(rows)
+    age_costs = print_connection_age(rows)
     print_tls(rows)
     results = verdicts(main_rows, max(args.levels))
     print("\ntargets (from the issue):")
@@ -317,7 +349,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.with_suffix(".md").write_text(markdown(rows))
     RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,
-                                   "ratios": results, "targets": TARGETS}, indent=2))
+                                   "ratios": results, "targets": TARGETS, "connection_age": age_costs}, indent=2))
     print(f"written {RESULTS.relative_to(REPO)} and the docs' table in {RESULTS.with_suffix('.md').name}")
 
 
