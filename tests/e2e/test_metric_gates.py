@@ -66,10 +66,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object
         pytest.fail("prometheus is not installed: `make deps` installs the Debian package")
     root = tmp_path_factory.mktemp("gates")
     data = make_model()
+    web = ("--model-deployment", "web")  # the gates read the series of the ModelDeployment they judge
     servers = {
-        "1.0.0": ServerProcess(model_dir(root / "s1", data), version="1.0.0"),
-        "2.0.0": ServerProcess(model_dir(root / "s2", data), version="2.0.0"),
-        "3.0.0": ServerProcess(model_dir(root / "s3", data), "--max-batch-size", "8", "--max-delay-ms", "400",
+        "1.0.0": ServerProcess(model_dir(root / "s1", data), *web, version="1.0.0"),
+        "2.0.0": ServerProcess(model_dir(root / "s2", data), *web, version="2.0.0"),
+        "3.0.0": ServerProcess(model_dir(root / "s3", data), *web, "--max-batch-size", "8", "--max-delay-ms", "400",
                                version="3.0.0"),
     }
     prom = Prometheus(root / "prometheus", [static_scrape_config([f"127.0.0.1:{s.port}" for s in servers.values()])])
