@@ -8,6 +8,7 @@ import contextlib
 import resource
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -49,6 +50,15 @@ def server(tmp_path: Path) -> Iterator[ServerProcess]:
     srv.stop()
 
 
+def close_now(socks: list[socket.socket]) -> None:
+    """Closes with a reset (SO_LINGER 0): thousands of flood sockets left in TIME_WAIT would hold loopback
+    ports that later tests pick as free."""
+    for sock in socks:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+
+
 class Flood:
     """`count` connections to `port`, each sent `first` and then nothing more, opened as fast as the
     server takes them (each connect bounded by 2 s)."""
@@ -84,9 +94,7 @@ class Flood:
         return still
 
     def close(self) -> None:
-        for sock in self.socks:
-            with contextlib.suppress(OSError):
-                sock.close()
+        close_now(self.socks)
 
 
 def answered_quickly(srv: ServerProcess) -> httpx.Response:
@@ -264,9 +272,7 @@ class H2Flood:
         return still
 
     def close(self) -> None:
-        for sock in self.socks:
-            with contextlib.suppress(OSError):
-                sock.close()
+        close_now(self.socks)
 
 
 @pytest.mark.parametrize("open_stream", [False, True], ids=["idle-channels", "open-streams"])
