@@ -105,20 +105,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.body_received = 0
         self.body_announced = 0
         self.deadline: asyncio.TimerHandle | None = None
-        self.counted = True
+        # uvicorn's own keep-alive timer (armed after each response, cancelled by any byte) is the idle timeout
+        self.timeout_keep_alive = self.limits.idle_timeout  # type: ignore[assignment]
         if len(self.connections) > self.limits.max_connections and not self._make_room():
             self._reject()
             return
         self.events.opened(len(self.connections))
         # an idle connection that never sends a byte is closed like one idle after a response
-        self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self._idle_timeout)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
-        if self.counted:
-            self.counted = False
-            self.events.opened(len(self.connections))
+        self.events.opened(len(self.connections))
 
     # the request's phases
     def on_message_begin(self) -> None:
@@ -159,9 +158,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_response_complete(self) -> None:
         self.last_active = self.loop.time()
         super().on_response_complete()
-        if self.timeout_keep_alive_task is not None:  # uvicorn armed its own keep-alive timer: use ours
-            self.timeout_keep_alive_task.cancel()
-            self.timeout_keep_alive_task = self.loop.call_later(self.limits.idle_timeout, self._idle_timeout)
+
+    def timeout_keep_alive_handler(self) -> None:
+        """The idle timeout: uvicorn closes the connection; it is counted here."""
+        if not self.transport.is_closing():
+            self.events.closed("idle_timeout")
+        super().timeout_keep_alive_handler()
 
     def shutdown(self) -> None:
         """SIGTERM: a connection without a complete request is closed now; one in flight finishes."""
@@ -209,12 +211,6 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         SLOW_BODIES.note(f"body slower than {self.limits.min_body_rate:g} bytes/s "
                          f"({self.body_received} of {self.body_announced} bytes)")
         self.transport.close()
-
-    def _idle_timeout(self) -> None:
-        if not self.in_request and (self.cycle is None or self.cycle.response_complete) \
-                and not self.transport.is_closing():
-            self.events.closed("idle_timeout")
-            self.transport.close()
 
     # the cap
     def _idle(self) -> bool:
