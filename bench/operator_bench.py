@@ -12,14 +12,15 @@ minute at rest (Lease renewals counted apart). Ratios against the first size, me
     python bench/operator_bench.py --quick              # 50, 200
     python bench/operator_bench.py --sizes 50,200 --baseline-operator /path/to/old/checkout/operator
 
-Leader election is on (the operator's default). With --profile (default for sizes >= 1000) py-spy
-samples the operator during the largest size.
+Leader election is on (the operator's default). With --profile py-spy samples the operator during
+the 1000 x 1 size (off by default: on 2 cores its own CPU would slow the run it measures).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -112,9 +113,9 @@ def start_operator(handle: ClusterHandle, kubeconfig: Path, runtime_image: str, 
     return run
 
 
-def apply_many(handle: ClusterHandle, ns: str, count: int, replicas: int) -> None:
+def apply_many(handle: ClusterHandle, ns: str, count: int, replicas: int, spec: dict[str, Any]) -> None:
     """The ModelDeployments md0..md<count-1>, 100 per kubectl call, 10 calls at once."""
-    docs = [model_deployment(f"md{i}", "v1", replicas=replicas) for i in range(count)]
+    docs = [model_deployment(f"md{i}", "v1", replicas=replicas, **spec) for i in range(count)]
     batches = ["\n".join(docs[s:s + 100]) for s in range(0, count, 100)]
     with ThreadPoolExecutor(10) as pool:
         list(pool.map(lambda batch: handle.kubectl("apply", "--server-side", "-n", ns, "-f", "-", input=batch),
@@ -135,13 +136,26 @@ def prepare_namespace(handle: ClusterHandle, ns: str, store: ModelStore, version
             "get", "mv", f"v{v}", "-n", ns, "-o", "jsonpath={.status.phase}", check=False) == "Ready", timeout=180)
 
 
+def service_creates(events: list[dict[str, Any]]) -> dict[str, float]:
+    """The operator's Service creations (server-side applies answered 201): the API server allocates each
+    one's ClusterIP behind one lock, so their pace bounds how fast new ModelDeployments get children."""
+    made = [e for e in events if e["objectRef"].get("resource") == "services" and is_write(e)
+            and (e.get("responseStatus") or {}).get("code") == 201]
+    if not made:
+        return {"services_created": 0, "service_create_p50_s": math.nan, "services_per_s": math.nan}
+    lat = [stamp(e["stageTimestamp"]) - stamp(e["requestReceivedTimestamp"]) for e in made]
+    span = max(stamp(e["stageTimestamp"]) for e in made) - min(stamp(e["requestReceivedTimestamp"]) for e in made)
+    return {"services_created": len(made), "service_create_p50_s": percentile(lat, 50),
+            "services_per_s": len(made) / span if span > 0 else math.nan}
+
+
 def measure(handle: ClusterHandle, audit: AuditReader, op: OperatorRun, ns: str, n: int, replicas: int,
-            timeout: float) -> dict[str, Any]:
+            timeout: float, spec: dict[str, Any]) -> dict[str, Any]:
     """Applies N ModelDeployments into `ns` (prepared), waits for all Ready, returns the figures."""
     audit.skip_to_end()
     cpu0, op.peak_rss_mb = op.cpu_seconds(), op.rss_mb()
     t0 = time.time()
-    apply_many(handle, ns, n, replicas)
+    apply_many(handle, ns, n, replicas, spec)
     applied = time.time() - t0
     wait_for(f"{n} Ready in {ns}", lambda: phases(handle, ns).count("Ready") == n, timeout=timeout, interval=2)
     cpu = op.cpu_seconds() - cpu0
@@ -155,7 +169,8 @@ def measure(handle: ClusterHandle, audit: AuditReader, op: OperatorRun, ns: str,
             "children_written_s": max(t.children for t in lines) - t0 if lines else float("nan"),
             "requests_per_md": len(mine) / n, "writes_per_md": sum(map(is_write, mine)) / n,
             "operator_cpu_s": cpu, "peak_rss_mb": max(op.peak_rss_mb, op.rss_mb()),
-            "throttled_429": sum(1 for e in mine if (e.get("responseStatus") or {}).get("code") == 429)}
+            "throttled_429": sum(1 for e in mine if (e.get("responseStatus") or {}).get("code") == 429),
+            **service_creates(mine)}
 
 
 def service_rate(handle: ClusterHandle, audit: AuditReader, ns: str, count: int = 200) -> dict[str, float]:
@@ -200,6 +215,11 @@ def at_rest(audit: AuditReader, seconds: float) -> dict[str, float]:
             "lease_writes_per_minute": len(leases) * 60 / seconds}
 
 
+def md_spec(args: argparse.Namespace) -> dict[str, Any]:
+    """What the bench's ModelDeployments set besides their version and replicas (nothing by default)."""
+    return {} if args.peer_fetch is None else {"runtime": {"peerFetch": args.peer_fetch}}
+
+
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     out = []
     for part in text.split(","):
@@ -227,7 +247,7 @@ def run_operator(args: argparse.Namespace, handle: ClusterHandle, kubeconfig: Pa
                                              str(op.proc.pid), "--rate", "50", "--format", "raw", "--nonblocking",
                                              "--output", str(RESULTS / "operator-profile.txt")],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            row = measure(handle, audit, op, ns, n, r, timeout=args.timeout)
+            row = measure(handle, audit, op, ns, n, r, args.timeout, md_spec(args))
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(timeout=60)
@@ -236,7 +256,9 @@ def run_operator(args: argparse.Namespace, handle: ClusterHandle, kubeconfig: Pa
             print(f"[{tag}] N={n}x{r}: all Ready {row['seconds_to_ready']:.1f}s, p50/p99 apply-to-Ready "
                   f"{row['apply_to_ready_p50_s']:.1f}/{row['apply_to_ready_p99_s']:.1f}s, operator p99 "
                   f"{row['operator_p99_s']:.1f}s, {row['requests_per_md']:.1f} requests and {row['writes_per_md']:.1f} "
-                  f"writes per MD, CPU {row['operator_cpu_s']:.1f}s, peak RSS {row['peak_rss_mb']:.0f} MB", flush=True)
+                  f"writes per MD, CPU {row['operator_cpu_s']:.1f}s, peak RSS {row['peak_rss_mb']:.0f} MB, "
+                  f"{row['services_created']} Services created at {row['services_per_s']:.1f}/s "
+                  f"(p50 {row['service_create_p50_s']:.2f}s)", flush=True)
         if extras:
             big = names[[n for n, _ in sizes].index(max(n for n, _ in sizes))]
             result["rollout_start_s"] = rollout_latency(handle, audit, big)
@@ -246,7 +268,8 @@ def run_operator(args: argparse.Namespace, handle: ClusterHandle, kubeconfig: Pa
                 handle.kubectl("apply", "-f", str(THROTTLE))
                 try:
                     prepare_namespace(handle, throttle_ns, store)
-                    result["throttled"] = measure(handle, audit, op, throttle_ns, args.throttle, 1, args.timeout)
+                    result["throttled"] = measure(handle, audit, op, throttle_ns, args.throttle, 1, args.timeout,
+                                                  md_spec(args))
                 finally:
                     handle.kubectl("delete", "-f", str(THROTTLE), check=False)
                 print(f"[{tag}] under APF limits: {args.throttle} Ready in "
@@ -269,7 +292,7 @@ def table(run: dict[str, Any]) -> str:
     base = rows[0]["seconds_to_ready"] / rows[0]["n"]
     head = (f"| N x replicas | all Ready (s) | s per MD | vs N={rows[0]['n']} | apply-to-Ready p50 / p99 (s) | "
             "operator p50 / p99 (s) | cluster p50 / p99 (s) | requests / MD | writes / MD | operator CPU (s) | "
-            "peak RSS (MB) |\n|---|---|---|---|---|---|---|---|---|---|---|")
+            "peak RSS (MB) | Services created / s (p50 s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     lines = [head]
     for r in rows:
         per = r["seconds_to_ready"] / r["n"]
@@ -277,7 +300,8 @@ def table(run: dict[str, Any]) -> str:
                      f"{r['apply_to_ready_p50_s']:.1f} / {r['apply_to_ready_p99_s']:.1f} | "
                      f"{r['operator_p50_s']:.1f} / {r['operator_p99_s']:.1f} | "
                      f"{r['cluster_p50_s']:.1f} / {r['cluster_p99_s']:.1f} | {r['requests_per_md']:.1f} | "
-                     f"{r['writes_per_md']:.1f} | {r['operator_cpu_s']:.1f} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['writes_per_md']:.1f} | {r['operator_cpu_s']:.1f} | {r['peak_rss_mb']:.0f} | "
+                     f"{r.get('services_per_s', math.nan):.1f} ({r.get('service_create_p50_s', math.nan):.2f}) |")
     return "\n".join(lines)
 
 
@@ -288,7 +312,10 @@ def main() -> None:
     parser.add_argument("--rest-seconds", type=float, default=60)
     parser.add_argument("--throttle", type=int, default=100, help="objects to converge under 429s (0: skip)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds one size may take to get Ready")
-    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=False,
+                        help="py-spy during the 1000 x 1 size (costs ~1/6 of a core: a run apart from the figures)")
+    parser.add_argument("--peer-fetch", action=argparse.BooleanOptionalAction, default=None,
+                        help="set spec.runtime.peerFetch on the ModelDeployments (default: left unset, i.e. on)")
     parser.add_argument("--baseline-operator", type=Path, help="an earlier operator/ directory, measured first")
     parser.add_argument("--baseline-sizes", help="sizes for the baseline operator (default: --sizes)")
     parser.add_argument("--workers", type=int, help="the operator's --workers (default: its own default)")

@@ -75,3 +75,14 @@ def test_reads_return_copies_the_caller_may_change() -> None:
     cache.get(*DEP, "ns", "a")["spec"]["replicas"] = 9  # type: ignore[index]
 
     assert cache.get(*DEP, "ns", "a")["spec"]["replicas"] == 1  # type: ignore[index]
+
+
+def test_stored_pods_keep_metadata_and_status_but_not_their_spec() -> None:
+    cache = ObjectCache([("v1", "Pod")])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns", "resourceVersion": "1"},
+           "spec": {"containers": [{"name": "server"}]}, "status": {"phase": "Pending"}}
+
+    cache.observe(pod)
+
+    assert cache.get("v1", "Pod", "ns", "p") == {k: v for k, v in pod.items() if k != "spec"}
+    assert pod["spec"] == {"containers": [{"name": "server"}]}  # the caller's object is left alone

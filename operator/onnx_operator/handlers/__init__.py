@@ -40,6 +40,8 @@ CACHED_KINDS: dict[tuple[str, str], tuple[str, str, str, dict[str, Any]]] = {
     ("v1", "Service"): ("", "v1", "services", {LABEL_DEPLOYMENT: kopf.PRESENT}),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): ("autoscaling", "v2", "horizontalpodautoscalers",
                                                     {LABEL_MANAGED_BY: MANAGED_BY}),
+    # serving and verification pods, read while a version is short of Ready pods (to say why)
+    ("v1", "Pod"): ("", "v1", "pods", {LABEL_MANAGED_BY: MANAGED_BY}),
 }
 
 

@@ -28,7 +28,6 @@ from onnx_operator.desired.peer import (
     desired_peer_secret,
     desired_peer_service,
     peer_fetch_enabled,
-    peer_secret_name,
     peer_service_name,
 )
 from onnx_operator.desired.serving import (
@@ -130,7 +129,6 @@ class Applier:
         self.kube = ctx.kube
         self.deps = {d["metadata"]["labels"][LABEL_VERSION]: d for d in deps}
         self.hpas = {h["metadata"]["labels"].get(LABEL_VERSION): h for h in hpas}
-        self._secret_ready = False
 
     def apply(self, d: Decision) -> None:
         md, kube, ns = self.md, self.kube, self.md.namespace
@@ -181,10 +179,7 @@ class Applier:
         md, kube, ns = self.md, self.kube, self.md.namespace
         if not peer_fetch_enabled(md, mv):
             return None
-        if not self._secret_ready:
-            if kube.get("v1", "Secret", ns, peer_secret_name(md.name)) is None:
-                kube.create(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
-            self._secret_ready = True
+        kube.create_once(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
         svc = desired_peer_service(md, mv.name, self.ctx.config)
         live = kube.converge(svc, kube.get("v1", "Service", ns, svc["metadata"]["name"]))
         ip = (live.get("spec") or {}).get("clusterIP")

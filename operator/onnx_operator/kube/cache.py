@@ -6,9 +6,9 @@ older copy never replaces a newer one (resourceVersions compared as etcd revisio
 every index from its initial listings before any handler runs, so once reconciles start a missing
 object is one that does not exist, as in a client-go informer.
 
-Stored copies leave out `metadata.managedFields` and the last-applied annotation (nothing here reads
-them) and are kept as compact JSON, decoded on each read: a Deployment as nested dicts takes ~10x
-the memory of its JSON, and 1,000 ModelDeployments' objects would otherwise be most of the heap.
+Stored copies leave out `metadata.managedFields`, the last-applied annotation and a pod's spec
+(nothing here reads them) and are kept as compact JSON, decoded on each read: a Deployment as nested
+dicts takes ~10x the memory of its JSON, and 1,000 ModelDeployments' objects would otherwise be most of the heap.
 Every read returns a fresh copy, so callers may change what they get.
 """
 
@@ -33,8 +33,9 @@ def _revision(obj: Mapping[str, Any]) -> int:
 
 
 def slim(obj: Mapping[str, Any]) -> Obj:
-    """A shallow copy without the fields nothing reads (managedFields, last-applied annotation)."""
-    out = {k: v for k, v in obj.items()}
+    """A shallow copy without the fields nothing reads (managedFields, last-applied annotation, and a
+    pod's spec: only its metadata and status say why it is not Ready, and the spec is most of its size)."""
+    out = {k: v for k, v in obj.items() if not (k == "spec" and obj.get("kind") == "Pod")}
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     annotations = meta.get("annotations")
     if annotations and _DROPPED_ANNOTATION in annotations:

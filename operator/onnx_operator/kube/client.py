@@ -67,6 +67,12 @@ def throttled(call: Callable[[], T], what: str) -> T:
     raise AssertionError("unreachable")
 
 
+def existence_key(obj: Obj) -> tuple[str, ...]:
+    meta = obj["metadata"]
+    owners = sorted(str(ref.get("uid")) for ref in meta.get("ownerReferences") or [])
+    return (obj["apiVersion"], obj["kind"], str(meta.get("namespace") or ""), meta["name"], *owners)
+
+
 def _body(response: Any) -> Obj:
     return dict(json.loads(response.data))
 
@@ -82,6 +88,7 @@ class Kube:
         self.component = component
         self.cache = cache or ObjectCache()  # reads of the kinds it covers never reach the API server
         self.may_write: Callable[[], bool] = lambda: True  # leader election narrows this to the Lease holder
+        self._known_to_exist: set[tuple[str, ...]] = set()  # see create_once
 
     def _check_may_write(self, what: str) -> None:
         if not self.may_write():
@@ -158,12 +165,26 @@ class Kube:
         meta = obj["metadata"]
         self._check_may_write(f"{obj['kind']} {meta.get('namespace')}/{meta['name']}")
         try:
-            self._resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=meta.get("namespace"),
-                                                                  _request_timeout=TIMEOUT)
+            throttled(lambda: self._resource(obj["apiVersion"], obj["kind"]).create(
+                body=obj, namespace=meta.get("namespace"), _request_timeout=TIMEOUT, serialize=False),
+                f"create {obj['kind']}")
         except ConflictError:
             return False
         LOG.info("Created %s %s/%s", obj["kind"], meta.get("namespace"), meta["name"])
         return True
+
+    def create_once(self, obj: Obj) -> None:
+        """Makes sure `obj` exists (read, created if absent) once per owner for this process's life, for
+        objects written once and never changed (a kind not watched, e.g. the peer token Secret): later
+        reconciles neither read nor write it. Keyed by the owners' uids, so an owner deleted and created
+        again under the same name gets its object checked again."""
+        key = existence_key(obj)
+        if key in self._known_to_exist:
+            return
+        meta = obj["metadata"]
+        if self.get(obj["apiVersion"], obj["kind"], meta.get("namespace") or "", meta["name"]) is None:
+            self.create(obj)
+        self._known_to_exist.add(key)
 
     def converge(self, obj: Obj, live: Obj | None) -> Obj:
         """`live` when it already satisfies `obj`, else the object as applied (e.g. to read an assigned IP)."""
