@@ -8,6 +8,9 @@ Servers (each pinned to CPU 0, one onnxruntime intra-op thread; the load generat
   mlserver grpc              MLServer (1.7.1, its own cached venv) with its gRPC server, hosting the same
                              model with bench/mlserver_onnx_runtime.py
   onnx-server rest binary    the REST binary-tensor path of the same server (CNNs)
+  grpc floor                 a bare grpc.aio servicer answering a fixed ModelInferResponse (bench/floor.py,
+                             uvloop as onnx-server): what gRPC costs alone. onnx-server's own cost per call is
+                             its server CPU per call minus the floor's, same model message, same run
 Load generators: ghz (built once from its Go module) drives every gRPC row, so onnx-server and KServe
 are measured by the same client; perf_analyzer -i grpc / -i http (tritonclient 2.50.0 wheel, its own
 cached venv) measures onnx-server's gRPC against its REST binary path on the CNNs (it reads the model
@@ -86,7 +89,8 @@ def infer_message(model: str, name: str, array: np.ndarray) -> bytes:
     return bytes(req.SerializeToString())
 
 
-def ghz_load(target: str, message: Path, seconds: float, concurrency: int) -> dict[str, float]:
+def ghz_load(target: str, message: Path, seconds: float, concurrency: int, pid: int | None = None) -> dict[str, float]:
+    """`pid`: the server's, to report its CPU per call (cpu_us)."""
     def run(duration: float) -> dict[str, Any]:
         out = subprocess.run(
             ["taskset", "-c", LOAD_CPU, str(ghz_binary()), "--insecure", "--proto", str(PROTO),
@@ -95,13 +99,16 @@ def ghz_load(target: str, message: Path, seconds: float, concurrency: int) -> di
             check=True, capture_output=True, text=True, timeout=duration + 60)
         return dict(json.loads(out.stdout))
     run(min(1.0, seconds))  # warm-up
+    cpu = servers.cpu_seconds(pid) if pid else 0.0
     report = run(seconds)
+    cpu = servers.cpu_seconds(pid) - cpu if pid else 0.0
     latency = {d["percentage"]: d["latency"] / 1e3 for d in report.get("latencyDistribution") or []}
     ok = (report.get("statusCodeDistribution") or {}).get("OK", 0)
     # ghz cuts the calls in flight when the time is up: at most one per worker is not an error
     return {"requests_per_s": ok / (report["total"] / 1e9), "p50_us": latency.get(50, 0.0),
             "p99_us": latency.get(99, 0.0), "mean_us": report["average"] / 1e3, "requests": ok,
-            "errors": max(0, report["count"] - ok - concurrency)}
+            "errors": max(0, report["count"] - ok - concurrency),
+            **({"cpu_us": 1e6 * cpu / max(1, report["count"])} if pid else {})}
 
 
 def perf_analyzer_load(port: int, protocol: str, model: str, seconds: float,
@@ -158,7 +165,8 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_other
     for label, extra in ours:
         srv = onnx_server(tmp, f"{kind}-{label}", data, name, *extra)
         try:
-            add(label, "ghz", lambda c: ghz_load(srv.grpc_target, message, seconds, c), levels)  # noqa: B023
+            add(label, "ghz", lambda c: ghz_load(srv.grpc_target, message, seconds, c, srv.proc.pid),  # noqa: B023
+                levels)
             if kind != "linear" and not extra:
                 add("onnx-server grpc", "perf_analyzer",
                     lambda c: perf_analyzer_load(srv.grpc_port or 0, "grpc", name, seconds, c), top)  # noqa: B023
@@ -166,6 +174,13 @@ def rows_for(tmp: Path, kind: str, seconds: float, levels: list[int], with_other
                     top)
         finally:
             srv.stop()
+    if kind == "linear":
+        floor = servers.grpc_floor(tmp, name)
+        try:
+            add("grpc floor", "ghz", lambda c: ghz_load(f"127.0.0.1:{floor.grpc_port}", message, seconds, c,
+                                                        floor.proc.pid), levels)
+        finally:
+            floor.stop()
     if with_others:
         as_m = tmp / f"{kind}-m.bin"
         as_m.write_bytes(infer_message("m", input_name, array))
@@ -202,17 +217,22 @@ def ratios(rows: list[dict[str, Any]], top: int) -> dict[str, float]:
         grpc = find(rows, model, "onnx-server grpc", top, "perf_analyzer")
         if rest and grpc:
             out[f"grpc_vs_rest_binary_{model}"] = grpc["requests_per_s"] / rest["requests_per_s"]
+        floor = find(rows, model, "grpc floor", top, "ghz")
+        if ours and floor and "cpu_us" in ours and "cpu_us" in floor:
+            out[f"grpc_own_cpu_us_per_call_{model}"] = ours["cpu_us"] - floor["cpu_us"]
+            out[f"grpc_vs_floor_{model}"] = ours["requests_per_s"] / floor["requests_per_s"]
     return out
 
 
 def print_table(title: str, rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> None:
     print(f"\n{title}")
     print(f"{'server (load generator)':42} {'conc':>5} {'req/s':>9} {'p50 us':>9} {'p99 us':>9} {'vs base':>8} "
-          f"{'err':>4}")
+          f"{'err':>4} {'cpu us/call':>12}")
     for r in rows:
         ratio = f"{r['requests_per_s'] / baseline['requests_per_s']:7.2f}x" if baseline else ""
+        cpu = f"{r['cpu_us']:12.0f}" if "cpu_us" in r else ""
         print(f"{r['server'] + ' (' + r['load'] + ')':42} {r['concurrency']:5d} {r['requests_per_s']:9.0f} "
-              f"{r['p50_us']:9.0f} {r['p99_us']:9.0f} {ratio:>8} {r['errors']:4d}")
+              f"{r['p50_us']:9.0f} {r['p99_us']:9.0f} {ratio:>8} {r['errors']:4d} {cpu}")
 
 
 def main() -> None:
@@ -235,7 +255,10 @@ def main() -> None:
     results = ratios(rows, max(levels))
     print("\ntargets (from the issue):")
     for key, value in results.items():
-        target = TARGETS[key.rsplit("_", 1)[0]]  # the model names have no underscore
+        target = TARGETS.get(key.rsplit("_", 1)[0])  # the model names have no underscore
+        if target is None:  # measured, without a target: the floor comparison
+            print(f"  {key:36} {value:8.2f}")
+            continue
         print(f"  {key:36} {value:8.2f}x  target >= {target:g}x  {'met' if value >= target else 'NOT met'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,

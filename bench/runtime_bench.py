@@ -7,9 +7,15 @@ format) and Triton's `perf_analyzer` pinned to core 1; binary and JSON tensors (
 concurrency 1/8/32; inputs are fixed normal values. Then onnx-server's dynamic batching gain at the highest
 concurrency. Prints the tables with ratios and the issue's targets, and writes bench/results/runtime.json.
 
+The floor: bench/floor.py's raw ASGI app under onnx-server's own uvicorn + httptools + uvloop, reading the
+same bodies and answering a fixed 90-byte JSON (wrk rows). onnx-server's own cost per request is its server
+CPU per request minus the floor's, and its p50 at one client minus the floor's and the raw run's.
+`--before TREE` adds the rows of another checkout's onnx-server (e.g. main's) to the same run: the
+before/after of a change to the serving path, and "no row worse than before" against KServe and MLServer.
+
     python bench/runtime_bench.py [--seconds 3] [--concurrency 1,8,32] [--models tiny-mlp,dense-mlp,cnn]
-                                  [--servers onnx-server,kserve,mlserver] [--generators wrk,perf_analyzer]
-                                  [--connection-ages 0,0.001,30,1] [--age-rounds 3]
+                                  [--servers floor,onnx-server,kserve,mlserver] [--generators wrk,perf_analyzer]
+                                  [--connection-ages 0,0.001,30,1] [--age-rounds 3] [--before TREE]
 
 Last, keep-alive rows: the tiny MLP with onnx-server's --max-connection-age at each age (wrk reconnects on
 `Connection: close`), so the cost of the connection lifetime is measured against it off, same run; and the
@@ -47,8 +53,12 @@ MODELS: dict[str, Callable[[], tuple[bytes, str, tuple[int, ...]]]] = {
     "cnn": lambda: (small_cnn(), "image", (3, 32, 32)),
 }
 BATCHING = ("--max-batch-size", "32", "--max-delay-ms", "2")
-TARGETS = {"json_cnn_vs_mlserver_at_32": 2.0, "every_row_vs_others": 1.5, "tiny_p50_over_raw_us": 250.0,
-           "batching_gain_dense_at_32": 2.0}
+TARGETS = {"json_cnn_vs_mlserver_at_32_wrk": 2.0, "json_cnn_vs_mlserver_at_32_perf_analyzer": 1.5,
+           "every_row_vs_others": 1.5, "tiny_p50_over_raw_us": 250.0, "batching_gain_dense_at_32": 2.0,
+           "tiny_binary_vs_floor_at_32": 0.40, "tiny_p50_over_floor_and_raw_us": 60.0,
+           "every_row_vs_before": 0.90}
+# measured and printed, without a target of their own
+REPORTED = ("tiny_own_cpu_us_binary_at_32", "tiny_own_cpu_us_json_at_32", "tiny_own_cpu_us_binary_at_1")
 
 
 def raw_run(data: bytes, feeds: dict[str, np.ndarray], seconds: float) -> dict[str, float]:
@@ -123,7 +133,10 @@ def bench_model(model: str, args: argparse.Namespace, tmp: Path) -> list[dict[st
                                    "concurrency": 1, **raw}]
     print(f"{model}: raw InferenceSession.run p50 {raw['p50_us']:.0f} us", flush=True)
     plans: list[tuple[str, Callable[[Path, str], servers.BenchServer], list[str], list[int]]] = [
+        ("floor", servers.rest_floor, ["binary", "json"], args.levels),
         ("onnx-server", lambda d, n: servers.onnx_server(d, n), ["binary", "json"], args.levels),
+        ("onnx-server before", lambda d, n: servers.onnx_server(d, n, tree=args.before), ["binary", "json"],
+         args.levels),
         ("onnx-server batching", lambda d, n: servers.onnx_server(d, n, *BATCHING), ["binary", "json"],
          [max(args.levels)]),
         ("kserve", servers.kserve, ["binary", "json"], args.levels),
@@ -131,12 +144,14 @@ def bench_model(model: str, args: argparse.Namespace, tmp: Path) -> list[dict[st
     ]
     for label, start, formats, levels in plans:
         if label.split()[0] not in args.servers or (label.endswith("batching") and model == "tiny-mlp"
-                                                    and "wrk" not in args.generators):
+                                                    and "wrk" not in args.generators) \
+                or (label.endswith("before") and args.before is None):
             continue
         folder = model_dir(tmp / f"{model}-{label.replace(' ', '-')}", data)
         srv = start(folder, "m")
         try:
-            gens = ["wrk"] if label.endswith("batching") else args.generators
+            # the floor answers a fixed body: perf_analyzer would refuse it
+            gens = ["wrk"] if label.endswith("batching") or label == "floor" else args.generators
             rows += load_rows(srv, label, model, name, array, formats, gens, levels, args.seconds, folder)
         finally:
             srv.stop()
@@ -253,13 +268,19 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
         raw = find(rows, model=model, server="raw")
         print(f"\n{model}: raw InferenceSession.run p50 {raw['p50_us'] if raw else 0:.0f} us")
         print(f"{'format':7}{'generator':14}{'conc':>5}{'onnx-server':>12}{'p50 us':>8}{'p99 us':>9}"
-              f"{'kserve':>9}{'mlserver':>10}{'vs kserve':>10}{'vs mlserver':>12}")
+              f"{'kserve':>9}{'mlserver':>10}{'vs kserve':>10}{'vs mlserver':>12}{'floor':>8}{'vs floor':>9}"
+              f"{'p50 +us':>8}{'cpu +us':>8}{'before':>8}{'vs before':>10}")
         for r in (r for r in rows if r["model"] == model and r["server"] == "onnx-server"):
             key = {k: r[k] for k in ("model", "format", "generator", "concurrency")}
             ks, ml = find(rows, server="kserve", **key), find(rows, server="mlserver", **key)
+            fl, old = find(rows, server="floor", **key), find(rows, server="onnx-server before", **key)
+            above = f"{r['p50_us'] - fl['p50_us']:8.0f}{r.get('cpu_us', 0) - fl.get('cpu_us', 0):8.0f}" if fl \
+                else f"{'-':>8}{'-':>8}"
             print(f"{r['format']:7}{r['generator']:14}{r['concurrency']:5d}{r['requests_per_s']:12.0f}"
                   f"{r['p50_us']:8.0f}{r['p99_us']:9.0f}{ks['requests_per_s'] if ks else 0:9.0f}"
-                  f"{ml['requests_per_s'] if ml else 0:10.0f}{fmt(ratio(r, ks)):>10}{fmt(ratio(r, ml)):>12}")
+                  f"{ml['requests_per_s'] if ml else 0:10.0f}{fmt(ratio(r, ks)):>10}{fmt(ratio(r, ml)):>12}"
+                  f"{fl['requests_per_s'] if fl else 0:8.0f}{fmt(ratio(r, fl)):>9}{above}"
+                  f"{old['requests_per_s'] if old else 0:8.0f}{fmt(ratio(r, old)):>10}")
         for r in (r for r in rows if r["model"] == model and r["server"] == "onnx-server batching"):
             plain = find(rows, model=model, server="onnx-server", format=r["format"], generator="wrk",
                          concurrency=r["concurrency"])
@@ -267,21 +288,36 @@ def print_tables(rows: list[dict[str, Any]]) -> None:
                   f"{r['requests_per_s']:.0f} req/s, gain {fmt(ratio(r, plain))} over no batching")
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    """The docs' table (bench/results/runtime.md, included by docs/benchmarks.md): onnx-server's throughput
-    and its ratio to KServe and MLServer, row by row."""
+def markdown(rows: list[dict[str, Any]], results: dict[str, Any]) -> str:
+    """The docs' table (bench/results/runtime.md, included by docs/benchmarks.md): onnx-server's throughput,
+    its ratio to KServe and MLServer and to its HTTP floor (and to the `--before` checkout), row by row; then
+    the targets."""
     out = ["| model | format | generator | clients | onnx-server req/s (p50 ms) | KServe | MLServer | "
-           "vs KServe | vs MLServer | server CPU us/request: ours, KServe, MLServer |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "vs KServe | vs MLServer | floor req/s (p50 ms) | vs floor | before | vs before | "
+           "server CPU us/request: ours, floor, KServe, MLServer |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in (r for r in rows if r["server"] == "onnx-server"):
         key = {k: r[k] for k in ("model", "format", "generator", "concurrency")}
         ks, ml = find(rows, server="kserve", **key), find(rows, server="mlserver", **key)
+        fl, old = find(rows, server="floor", **key), find(rows, server="onnx-server before", **key)
         cells = [f"{o['requests_per_s']:,.0f}" if o else "-" for o in (ks, ml)]
-        ratios = [f"{v:.2f}x" if (v := ratio(r, o)) is not None else "-" for o in (ks, ml)]
-        cpu = ", ".join(f"{o['cpu_us']:,.0f}" if o and "cpu_us" in o else "-" for o in (r, ks, ml))
+        ratios = [f"{v:.2f}x" if (v := ratio(r, o)) is not None else "-" for o in (ks, ml, fl, old)]
+        floor = f"{fl['requests_per_s']:,.0f} ({fl['p50_us'] / 1000:.2f})" if fl else "-"
+        before = f"{old['requests_per_s']:,.0f}" if old else "-"
+        cpu = ", ".join(f"{o['cpu_us']:,.0f}" if o and "cpu_us" in o else "-" for o in (r, fl, ks, ml))
         out.append(f"| {r['model']} | {r['format']} | {r['generator']} | {r['concurrency']} | "
-                   f"{r['requests_per_s']:,.0f} ({r['p50_us'] / 1000:.1f}) | "
-                   f"{' | '.join(cells)} | {' | '.join(ratios)} | {cpu} |")
+                   f"{r['requests_per_s']:,.0f} ({r['p50_us'] / 1000:.2f}) | {' | '.join(cells)} | "
+                   f"{' | '.join(ratios[:2])} | {floor} | {ratios[2]} | {before} | {ratios[3]} | {cpu} |")
+    out += ["", "| target | measured | wanted | |", "|---|---|---|---|"]
+    for key, value in results.items():
+        if key in REPORTED:
+            out.append(f"| {key} | {value:.1f} us | (measured) | |")
+            continue
+        target, lower = TARGETS[key], key.endswith("_us")
+        met = value <= target if lower else value >= target
+        unit = " us" if lower else "x"
+        out.append(f"| {key} | {value:.2f}{unit} | {'<=' if lower else '>='} {target:g}{unit} | "
+                   f"{'met' if met else 'NOT met'} |")
     return "\n".join(out) + "\n"
 
 
@@ -292,15 +328,35 @@ def verdicts(rows: list[dict[str, Any]], top: int) -> dict[str, Any]:
         rows, server=other, **{k: r[k] for k in ("model", "format", "generator", "concurrency")}))) is not None]
     if versus:
         out["every_row_vs_others"] = min(versus)
-    cnn = [v for gen in ("wrk", "perf_analyzer") if (v := ratio(
-        find(rows, model="cnn", server="onnx-server", format="json", generator=gen, concurrency=top),
-        find(rows, model="cnn", server="mlserver", format="json", generator=gen, concurrency=top))) is not None]
-    if cnn:
-        out["json_cnn_vs_mlserver_at_32"] = min(cnn)
+    for gen in ("wrk", "perf_analyzer"):
+        cnn = ratio(find(rows, model="cnn", server="onnx-server", format="json", generator=gen, concurrency=top),
+                    find(rows, model="cnn", server="mlserver", format="json", generator=gen, concurrency=top))
+        if cnn is not None:
+            out[f"json_cnn_vs_mlserver_at_32_{gen}"] = cnn
     raw = find(rows, model="tiny-mlp", server="raw")
     tiny = [r["p50_us"] - raw["p50_us"] for r in ours if raw and r["model"] == "tiny-mlp" and r["concurrency"] == 1]
     if tiny:
         out["tiny_p50_over_raw_us"] = max(tiny)
+    # against the floor: the HTTP server's own cost, same bodies, same run
+    tiny_wrk = {"model": "tiny-mlp", "generator": "wrk"}
+    floor_ratio = ratio(find(rows, server="onnx-server", format="binary", concurrency=top, **tiny_wrk),
+                        find(rows, server="floor", format="binary", concurrency=top, **tiny_wrk))
+    if floor_ratio is not None:
+        out["tiny_binary_vs_floor_at_32"] = floor_ratio
+    over = [r["p50_us"] - f["p50_us"] - raw["p50_us"] for fmt in ("binary", "json")
+            if raw and (r := find(rows, server="onnx-server", format=fmt, concurrency=1, **tiny_wrk))
+            and (f := find(rows, server="floor", format=fmt, concurrency=1, **tiny_wrk))]
+    if over:
+        out["tiny_p50_over_floor_and_raw_us"] = max(over)
+    for fmt, c in (("binary", top), ("json", top), ("binary", 1)):
+        r = find(rows, server="onnx-server", format=fmt, concurrency=c, **tiny_wrk)
+        f = find(rows, server="floor", format=fmt, concurrency=c, **tiny_wrk)
+        if r and f and "cpu_us" in r and "cpu_us" in f:
+            out[f"tiny_own_cpu_us_{fmt}_at_{c}"] = r["cpu_us"] - f["cpu_us"]
+    before = [v for r in ours if (v := ratio(r, find(rows, server="onnx-server before", **{
+        k: r[k] for k in ("model", "format", "generator", "concurrency")}))) is not None]
+    if before:
+        out["every_row_vs_before"] = min(before)
     gains = [v for fmt in ("binary", "json") if (v := ratio(
         find(rows, model="dense-mlp", server="onnx-server batching", format=fmt, concurrency=top),
         find(rows, model="dense-mlp", server="onnx-server", format=fmt, generator="wrk", concurrency=top)))]
@@ -314,7 +370,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3, help="measurement time per row")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated client counts")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated models")
-    parser.add_argument("--servers", default="onnx-server,kserve,mlserver", help="comma-separated servers")
+    parser.add_argument("--servers", default="floor,onnx-server,kserve,mlserver", help="comma-separated servers")
+    parser.add_argument("--before", type=Path, help="another checkout whose onnx-server adds 'before' rows")
     parser.add_argument("--generators", default="wrk,perf_analyzer", help="comma-separated load generators")
     parser.add_argument("--connection-ages", default="0,0.001,30,1",
                         help="--max-connection-age values for the keep-alive rows (seconds; 0 = off, 0.001 = a "
@@ -341,13 +398,16 @@ def main() -> None:
     results = verdicts(main_rows, max(args.levels))
     print("\ntargets (from the issue):")
     for key, value in results.items():
+        if key in REPORTED:
+            print(f"  {key:28} {value:8.2f} us  (measured; no target)")
+            continue
         target, lower = TARGETS[key], key.endswith("_us")
         met = value <= target if lower else value >= target
         unit = " us" if lower else "x"
         print(f"  {key:28} {value:8.2f}{unit}  target {'<=' if lower else '>='} {target:g}{unit}  "
               f"{'met' if met else 'NOT met'}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.with_suffix(".md").write_text(markdown(rows))
+    RESULTS.with_suffix(".md").write_text(markdown(rows, results))
     RESULTS.write_text(json.dumps({"seconds": args.seconds, "cores": os.cpu_count(), "rows": rows,
                                    "ratios": results, "targets": TARGETS, "connection_age": age_costs}, indent=2))
     print(f"written {RESULTS.relative_to(REPO)} and the docs' table in {RESULTS.with_suffix('.md').name}")

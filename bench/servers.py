@@ -22,6 +22,13 @@ KSERVE, MLSERVER = "0.21.0", "1.7.1"
 PIN = ["taskset", "-c", SERVER_CORE]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU process `pid` used so far (taskset execs the server: same pid); unlike latency,
+    barely moved by other processes sharing the core."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class BenchServer:
     """One server process on 127.0.0.1; ready when GET /v2/models/{name}/ready answers 200."""
 
@@ -43,23 +50,23 @@ class BenchServer:
             return False
 
     def cpu_seconds(self) -> float:
-        """User + system CPU the server process used so far (taskset execs it: same pid); unlike latency,
-        barely moved by other processes sharing the core."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         terminate(self.proc)
 
 
-def onnx_server(model_dir: Path, name: str, *extra: str) -> BenchServer:
-    """With --tls-cert among `extra`, readiness is checked on a plain --health-port."""
+def onnx_server(model_dir: Path, name: str, *extra: str, tree: Path | None = None) -> BenchServer:
+    """With --tls-cert among `extra`, readiness is checked on a plain --health-port. `tree`: another checkout
+    whose onnx-server to run instead (e.g. main's, for before/after rows in the same run)."""
     port = free_port()
     health = free_port() if "--tls-cert" in extra else None
     extra = (*extra, "--health-port", str(health)) if health else extra
-    return BenchServer("onnx-server", [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir),
-                                      "--name", name, "--version", "1", "--port", str(port), "--threads", "1", *extra],
-                       model_dir / "onnx-server.log", name, port, ready_port=health)
+    cmd = [sys.executable, "-m", "onnx_server.cli", "serve", "--model-dir", str(model_dir), "--name", name,
+           "--version", "1", "--port", str(port), "--threads", "1", *extra]
+    if tree is not None:
+        cmd = ["env", f"PYTHONPATH={tree.resolve() / 'runtime-image'}", *cmd]
+    return BenchServer("onnx-server", cmd, model_dir / "onnx-server.log", name, port, ready_port=health)
 
 
 def kserve(model_dir: Path, name: str, grpc: bool = False) -> BenchServer:
@@ -94,3 +101,18 @@ def mlserver(model_dir: Path, name: str) -> BenchServer:
         **_tensors(model_dir)}))
     return BenchServer("mlserver", [str(python.parent / "mlserver"), "start", str(root)], model_dir / "mlserver.log",
                        name, port, cwd=REPO / "bench", grpc_port=grpc_port)
+
+
+def rest_floor(work: Path, name: str) -> BenchServer:
+    """The HTTP floor (bench/floor.py rest): onnx-server's uvicorn + httptools + uvloop with a raw ASGI app."""
+    port = free_port()
+    return BenchServer("floor", [sys.executable, str(REPO / "bench" / "floor.py"), "rest", "--port", str(port)],
+                       work / "floor.log", name, port)
+
+
+def grpc_floor(work: Path, name: str) -> BenchServer:
+    """The gRPC floor (bench/floor.py grpc): a bare grpc.aio servicer answering a fixed ModelInferResponse."""
+    port, grpc_port = free_port(), free_port()
+    return BenchServer("grpc floor", [sys.executable, str(REPO / "bench" / "floor.py"), "grpc", "--port",
+                                      str(grpc_port), "--ready-port", str(port)], work / "grpc-floor.log", name, port,
+                       grpc_port=grpc_port)

@@ -1,4 +1,9 @@
-"""The HTTP layer: Open Inference Protocol v2 REST over one data plane (`create_app(settings, plane)`)."""
+"""The HTTP layer: Open Inference Protocol v2 REST over one data plane (`create_app(settings, plane)`).
+
+Inference (`POST /v2/models/{name}[/versions/{version}]/infer`) is answered straight from ASGI by
+`RestApp`: no routing table, middleware, request or response objects for the request every client sends
+all the time. Everything else goes to a Starlette app. Both end in the same data plane, so parsing,
+validation, limits and errors stay one implementation."""
 
 from __future__ import annotations
 
@@ -7,8 +12,10 @@ import functools
 import logging
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -24,16 +31,20 @@ from onnx_server.settings import ServerSettings
 LOG = logging.getLogger("onnx_server")
 CLIENT_CLOSED = 499  # as nginx logs a request whose client closed the connection
 Endpoint = Callable[[Request], Awaitable[Response]]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+INFER_PREFIX, INFER_SUFFIX = "/v2/models/", "/infer"
+ENCODINGS = ("identity", "gzip", "deflate")
 
 
-def reservation(request: Request, limit: int) -> int:
+def reservation(declared: int | None, encoding: str, limit: int) -> int:
     """What a body may occupy: its Content-Length when plain, else the limit (chunked or compressed)."""
-    declared = decimal(request.headers.get("content-length"), "Content-Length")
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    if request.headers.get("content-encoding", "identity").lower() == "identity" and declared is not None:
-        return declared
-    return limit
+    if encoding not in ENCODINGS:
+        raise PayloadTooLarge(f"Content-Encoding {encoding!r} is not supported (identity, gzip, deflate)")
+    return declared if encoding == "identity" and declared is not None else limit
 
 
 def error(exc: ServerError) -> JSONResponse:
@@ -57,18 +68,17 @@ def guarded(endpoint: Endpoint) -> Endpoint:
     return call
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """Reads at most `limit` bytes (after decompression); 413 as soon as more arrive."""
-    declared = decimal(request.headers.get("content-length"), "Content-Length")
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-    encoding = request.headers.get("content-encoding", "identity").lower()
-    if encoding not in ("identity", "gzip", "deflate"):
-        raise PayloadTooLarge(f"Content-Encoding {encoding!r} is not supported (identity, gzip, deflate)")
+async def read_body(receive: Receive, encoding: str, limit: int) -> bytes:
+    """Reads at most `limit` bytes (after decompression); 413 as soon as more arrive; ClientDisconnect when the
+    client (or a body timeout) ends the connection first."""
     inflate = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS) \
         if encoding != "identity" else None
-    chunks, size = [], 0
-    async for chunk in request.stream():
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk, more = message.get("body", b""), message.get("more_body", False)
         if inflate is not None:
             try:
                 chunk = inflate.decompress(chunk, limit + 1 - size)
@@ -80,7 +90,84 @@ async def read_body(request: Request, limit: int) -> bytes:
         if size > limit:
             raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def infer_route(path: str) -> tuple[str, str | None] | None:
+    """(name, version) of /v2/models/{name}/infer or /v2/models/{name}/versions/{version}/infer, else None;
+    a segment matches as Starlette's {param} does (one or more characters, no slash)."""
+    if not (path.startswith(INFER_PREFIX) and path.endswith(INFER_SUFFIX)):
+        return None
+    parts = path[len(INFER_PREFIX):-len(INFER_SUFFIX)].split("/")
+    if len(parts) == 1 and parts[0]:
+        return parts[0], None
+    if len(parts) == 3 and parts[1] == "versions" and parts[0] and parts[2]:
+        return parts[0], parts[2]
+    return None
+
+
+def start_message(status: int, body: bytes, content_type: bytes, *extra: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status,
+            "headers": [(b"content-length", b"%d" % len(body)), (b"content-type", content_type), *extra]}
+
+
+class RestApp:
+    """The REST port's ASGI app: inference on its own path (the module docstring), the rest in Starlette."""
+
+    def __init__(self, settings: ServerSettings, plane: DataPlane, other: Starlette) -> None:
+        self.settings, self.plane, self.other = settings, plane, other
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            route = infer_route(scope["path"])
+            if route is not None:
+                return await self.infer(scope, receive, send, *route)
+        return await self.other(scope, receive, send)
+
+    async def infer(self, scope: Scope, receive: Receive, send: Send, name: str, version: str | None) -> None:
+        """Every outcome is a response (the connection stays open) and counted in the metrics."""
+        plane, metrics, limit = self.plane, self.plane.metrics, self.settings.max_body_bytes
+        start = time.perf_counter()
+        metrics.in_flight["rest"] += 1
+        code, head = 500, None
+        try:
+            plane.check_model(name, version)
+            length = header_length = encoding = None
+            for key, value in scope["headers"]:  # the first of each wins, as in Starlette's Headers.get
+                if key == b"content-length" and length is None:
+                    length = value.decode("latin-1")
+                elif key == b"inference-header-content-length" and header_length is None:
+                    header_length = value.decode("latin-1")
+                elif key == b"content-encoding" and encoding is None:
+                    encoding = value.decode("latin-1").lower()
+            encoding = encoding or "identity"
+            head_bytes = decimal(header_length, "Inference-Header-Content-Length")
+            size = reservation(decimal(length, "Content-Length"), encoding, limit)
+            if not plane.budget.take(size):
+                await plane.budget.acquire(size)
+            try:
+                body = await read_body(receive, encoding, limit)
+                payload, head = await plane.infer(body, head_bytes)
+            finally:
+                plane.budget.release(size)
+            code = 200
+        except ServerError as exc:
+            code, payload = exc.status_code, orjson.dumps({"error": exc.message})
+        except ClientDisconnect:
+            code = CLIENT_CLOSED  # the client (or a body timeout) ended it: nobody to answer, no error for the gates
+            return
+        except Exception:
+            LOG.exception("Failed to answer POST %s", scope["path"])
+            payload = b'{"error":"internal error"}'
+        finally:
+            metrics.in_flight["rest"] -= 1
+            metrics.request_done(code, time.perf_counter() - start)
+        if head is None:
+            await send(start_message(code, payload, b"application/json"))
+        else:
+            await send(start_message(code, payload, b"application/octet-stream",
+                                     (HEADER_LENGTH.encode(), b"%d" % head)))
+        await send({"type": "http.response.body", "body": payload})
 
 
 def health_routes(plane: DataPlane) -> list[Route]:
@@ -102,10 +189,8 @@ def create_health_app(plane: DataPlane) -> Starlette:
     return Starlette(routes=[Route(r.path, guarded(r.endpoint), methods=r.methods) for r in health_routes(plane)])
 
 
-def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = True) -> Starlette:
+def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = True) -> RestApp:
     """The REST app; with owns_plane=False its lifespan leaves starting and stopping the plane to the caller."""
-    budget = plane.budget
-
     def check_model(request: Request) -> None:
         plane.check_model(request.path_params["name"], request.path_params.get("version"))
 
@@ -121,29 +206,8 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         check_model(request)
         return JSONResponse({"name": settings.name, "ready": plane.ready}, status_code=200 if plane.ready else 503)
 
-    async def infer(request: Request) -> Response:
-        start = time.perf_counter()
-        plane.metrics.in_flight_now["rest"].inc()
-        code = 500
-        try:
-            check_model(request)
-            header_length = decimal(request.headers.get(HEADER_LENGTH), "Inference-Header-Content-Length")
-            async with budget.reserve(reservation(request, settings.max_body_bytes)):
-                body = await read_body(request, settings.max_body_bytes)
-                payload, head = await plane.infer(body, header_length)
-            code = 200
-            if head is None:
-                return Response(payload, media_type="application/json")
-            return Response(payload, media_type="application/octet-stream", headers={HEADER_LENGTH: str(head)})
-        except ServerError as exc:
-            code = exc.status_code
-            return error(exc)
-        except ClientDisconnect:
-            code = CLIENT_CLOSED  # the client (or a body timeout) ended it: no server error for the gates
-            raise
-        finally:
-            plane.metrics.in_flight_now["rest"].dec()
-            plane.metrics.request_done(code, time.perf_counter() - start)
+    async def not_post(_: Request) -> Response:
+        raise RuntimeError("RestApp answers every POST to an inference path before Starlette routes it")
 
     async def model_config(request: Request) -> Response:
         check_model(request)
@@ -168,8 +232,8 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         Route("/v2/models/{name}/config", model_config),
         Route("/v2/models/{name}/versions/{version}/config", model_config),
         Route("/v2/models/{name}/versions/{version}/ready", model_ready),
-        Route("/v2/models/{name}/infer", infer, methods=["POST"]),
-        Route("/v2/models/{name}/versions/{version}/infer", infer, methods=["POST"]),
+        Route("/v2/models/{name}/infer", not_post, methods=["POST"]),  # POSTs are RestApp's: other methods 405
+        Route("/v2/models/{name}/versions/{version}/infer", not_post, methods=["POST"]),
         Route("/v2/openapi.json", openapi),
     ]
     routes = [Route(r.path, guarded(r.endpoint), methods=r.methods) for r in routes]
@@ -186,6 +250,6 @@ def create_app(settings: ServerSettings, plane: DataPlane, owns_plane: bool = Tr
         finally:
             await plane.stop()
 
-    return Starlette(routes=routes, exception_handlers={ServerError: on_server_error, HTTPException: on_http_error,
-                                                        Exception: on_server_error}, lifespan=lifespan)
+    return RestApp(settings, plane, Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        ServerError: on_server_error, HTTPException: on_http_error, Exception: on_server_error}))
 

@@ -30,6 +30,7 @@ T = TypeVar("T")
 INLINE_PARSE_BYTES = 256 << 10
 # runs expected to take less than this stay on the event loop: handing them to a thread costs more
 INLINE_RUN_SECONDS = 200e-6
+NO_WAIT = (0.0,)  # the queue time of a request run on its own
 
 
 def payload_logger(settings: ServerSettings, metrics: Metrics) -> PayloadLogger | None:
@@ -130,7 +131,11 @@ class DataPlane:
     async def infer(self, body: bytes, header_length: int | None) -> tuple[bytes, int | None]:
         """One REST request: JSON (or binary extension) in, the same out."""
         self.check_ready()
-        req = await self._parse(body, header_length)
+        if len(body) < INLINE_PARSE_BYTES:  # parse_with's inline case, without its coroutine
+            req = parse_request(body, header_length, self.input_meta, self.settings.max_elements)
+        else:
+            req = await self.parse_with(len(body), parse_request, body, header_length, self.input_meta,
+                                        self.settings.max_elements)
         result = await self.run(req)
         return encode_response(self.settings.name, self.settings.version, req.id, result, req.binary_outputs)
 
@@ -144,45 +149,47 @@ class DataPlane:
         assert self.model is not None
         log = self.payload_log
         logged = log.sample(req) if log is not None else None
-        if req.outputs is not None:
-            unknown = sorted(set(req.outputs) - set(self.model.tensor_outputs))
-            if unknown:
-                kinds = {o["name"]: o["dtype"] for o in self.model.outputs}
-                untyped = [f"{n} is a {kinds[n]}" for n in unknown if n in kinds]
-                why = f" ({'; '.join(untyped)}: no Open Inference Protocol datatype carries it)" if untyped else ""
-                raise BadRequest(f"unknown outputs {unknown}{why}; "
-                                 f"the model's tensor outputs are {self.model.tensor_outputs}")
+        if req.outputs is not None and not self.model.tensor_output_set.issuperset(req.outputs):
+            unknown = sorted(set(req.outputs) - self.model.tensor_output_set)
+            kinds = {o["name"]: o["dtype"] for o in self.model.outputs}
+            untyped = [f"{n} is a {kinds[n]}" for n in unknown if n in kinds]
+            why = f" ({'; '.join(untyped)}: no Open Inference Protocol datatype carries it)" if untyped else ""
+            raise BadRequest(f"unknown outputs {unknown}{why}; "
+                             f"the model's tensor outputs are {self.model.tensor_outputs}")
         rows = {a.shape[0] for a in req.inputs.values() if a.ndim}
         if self.batcher is not None and len(rows) == 1 and next(iter(rows)) <= self.settings.max_batch_size:
             result = await self.batcher.submit(req.inputs, req.outputs)
         else:
-            elements = sum(a.size for a in req.inputs.values())
+            elements = 0
+            for a in req.inputs.values():
+                elements += a.size
             if self._seconds_per_element * elements < INLINE_RUN_SECONDS:
-                result, took = self._timed_run(req.inputs, req.outputs)
+                result, took = self._timed_run(req.inputs, req.outputs, elements)
             else:
                 result, took = await asyncio.get_running_loop().run_in_executor(
-                    self.runner, self._timed_run, req.inputs, req.outputs)
-            self.metrics.observe_batch([0.0], max(rows or {1}), took)
-        size = sum(int(np.asarray(v).nbytes) for v in result.values())
+                    self.runner, self._timed_run, req.inputs, req.outputs, elements)
+            self.metrics.observe_batch(NO_WAIT, max(rows or {1}), took)
+        size = 0
+        for v in result.values():
+            size += v.nbytes  # onnxruntime returns numpy arrays (BYTES outputs: object arrays of str)
         if size > self.settings.max_output_bytes:
             raise PayloadTooLarge(f"the outputs are {size} bytes; the limit is {self.settings.max_output_bytes}")
         if log is not None and logged is not None:
             log.log_response(logged, result)
         return result
 
-    def _timed_run(self, feeds: dict[str, Any], outputs: list[str] | None) -> tuple[dict[str, Any], float]:
+    def _timed_run(self, feeds: dict[str, Any], outputs: list[str] | None,
+                   elements: int | None = None) -> tuple[dict[str, Any], float]:
         assert self.model is not None
         start = time.perf_counter()
         result = self.model.run(feeds, outputs)
         took = time.perf_counter() - start
-        per_element = took / max(1, sum(int(np.asarray(v).size) for v in feeds.values()))
+        if elements is None:
+            elements = sum(int(np.asarray(v).size) for v in feeds.values())
+        per_element = took / max(1, elements)
         previous = self._seconds_per_element
         self._seconds_per_element = per_element if previous == math.inf else 0.8 * previous + 0.2 * per_element
         return result, took
-
-    async def _parse(self, body: bytes, header_length: int | None) -> InferRequest:
-        return await self.parse_with(len(body), parse_request, body, header_length, self.input_meta,
-                                     self.settings.max_elements)
 
     async def parse_with(self, size: int, parse: Callable[..., T], *args: Any) -> T:
         """Runs `parse(*args)` inline for small bodies; big ones are parsed off the event loop (health

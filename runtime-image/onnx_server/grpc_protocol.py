@@ -14,7 +14,7 @@ from onnx_server.errors import BadRequest
 from onnx_server.proto import inference_pb2 as pb
 from onnx_server.protocol import (
     DATATYPE,
-    NUMPY,
+    DTYPES,
     InferRequest,
     TensorMeta,
     check_against,
@@ -70,7 +70,7 @@ def _from_raw(blob: bytes, datatype: str, shape: list[int], where: str) -> np.nd
     count = math.prod(shape)
     if datatype == "BYTES":
         return _text_array(_split_bytes(blob, count, where), shape, where)
-    dtype = np.dtype(NUMPY[datatype])
+    dtype = DTYPES[datatype]
     if len(blob) != count * dtype.itemsize:
         raise BadRequest(f"{where} is {len(blob)} bytes; shape {shape} of {datatype} needs {count * dtype.itemsize}")
     return np.frombuffer(blob, dtype=dtype).reshape(shape)
@@ -117,7 +117,7 @@ def _from_contents(contents: pb.InferTensorContents, datatype: str, shape: list[
         raise BadRequest(f"{where}.{field} has {len(values)} elements; shape {shape} needs {count}")
     if datatype == "BYTES":
         return _text_array(values, shape, f"{where}.{field}")
-    dtype = np.dtype(NUMPY[datatype])
+    dtype = DTYPES[datatype]
     wide = np.asarray(values)
     array = wide.astype(dtype)
     if dtype.kind in "iu" and count and not np.array_equal(array, wide):
@@ -130,7 +130,7 @@ def encode_response(name: str, version: str, request_id: str | None,
     """Every output in raw_output_contents (in the order of `outputs`), none in typed contents."""
     resp = pb.ModelInferResponse(model_name=name, model_version=version, id=request_id or "")
     for out_name, array in outputs.items():
-        datatype = "BYTES" if array.dtype == object else DATATYPE.get(array.dtype, "BYTES")
+        datatype = "BYTES" if array.dtype.kind == "O" else DATATYPE.get(array.dtype, "BYTES")
         resp.outputs.add(name=out_name, datatype=datatype, shape=array.shape)
         resp.raw_output_contents.append(_to_raw(array, datatype))
     return resp

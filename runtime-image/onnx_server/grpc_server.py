@@ -90,16 +90,20 @@ class InferenceService:
     async def model_infer(self, raw: bytes, context: grpc.aio.ServicerContext) -> pb.ModelInferResponse:
         """Takes the serialized request: its size is what the body budget reserves."""
         plane, start, code = self.plane, time.perf_counter(), 500
-        plane.metrics.in_flight_now["grpc"].inc()
+        plane.metrics.in_flight["grpc"] += 1
         try:
             plane.check_ready()
-            async with plane.budget.reserve(len(raw)):
+            if not plane.budget.take(len(raw)):
+                await plane.budget.acquire(len(raw))
+            try:
                 msg = await plane.parse_with(len(raw), decode_message, raw)
                 plane.check_model(msg.model_name, msg.model_version or None)
                 req = await plane.parse_with(len(raw), decode_request, msg, plane.input_meta,
                                              self.settings.max_elements)
                 result = await plane.run(req)
                 response = encode_response(self.settings.name, self.settings.version, req.id, result)
+            finally:
+                plane.budget.release(len(raw))
             code = 200
             return response
         except asyncio.CancelledError:
@@ -110,7 +114,7 @@ class InferenceService:
             await abort(context, exc)
             raise
         finally:
-            plane.metrics.in_flight_now["grpc"].dec()
+            plane.metrics.in_flight["grpc"] -= 1
             plane.metrics.request_done(code, time.perf_counter() - start, "grpc")
 
     def handler(self) -> grpc.GenericRpcHandler:

@@ -80,6 +80,7 @@ class LoadedModel:
         # sequences and maps (e.g. skl2onnx's ZipMap) have no v2 tensor form: listed in the metadata, never
         # returned; asked for by name they get a 400 that says what they are
         self.tensor_outputs = [o["name"] for o in self.outputs if o["dtype"] in V2_DTYPES]
+        self.tensor_output_set = frozenset(self.tensor_outputs)
 
     @property
     def batchable(self) -> bool:

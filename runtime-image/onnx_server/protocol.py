@@ -17,6 +17,7 @@ NUMPY = {
     "FP32": np.float32, "FP64": np.float64, "BYTES": np.object_,
 }
 DATATYPE = {np.dtype(v): k for k, v in NUMPY.items()}
+DTYPES = {k: np.dtype(v) for k, v in NUMPY.items()}  # built once: np.dtype() per request costs more than a lookup
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 16
 
@@ -46,13 +47,16 @@ def decimal(raw: str | None, field: str) -> int | None:
 
 
 def check_shape(raw: Any, where: str, max_elements: int) -> list[int]:
-    if not isinstance(raw, list) or len(raw) > MAX_DIMS or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in raw):
+    if type(raw) is not list or len(raw) > MAX_DIMS:
         raise BadRequest(f"{where}.shape must be a list of at most {MAX_DIMS} non-negative integers")
-    count = math.prod(raw)
+    count = 1
+    for d in raw:
+        if type(d) is not int or d < 0:  # type(): a bool is an int subclass, and true is no dimension
+            raise BadRequest(f"{where}.shape must be a list of at most {MAX_DIMS} non-negative integers")
+        count *= d
     if count > max_elements:
         raise BadRequest(f"{where}.shape {raw} has {count} elements; the limit is {max_elements}")
-    return list(raw)
+    return raw
 
 
 def _flatten(data: Any, where: str, limit: int) -> list[Any]:
@@ -73,7 +77,8 @@ def _flatten(data: Any, where: str, limit: int) -> list[Any]:
 def check_against(meta: TensorMeta, datatype: str, shape: list[int], where: str) -> None:
     if datatype != meta.datatype:
         raise BadRequest(f"{where}.datatype is {datatype}; input {meta.name!r} takes {meta.datatype}")
-    if len(shape) != len(meta.shape) or any(m != -1 and m != s for m, s in zip(meta.shape, shape, strict=True)):
+    if shape != meta.shape and (len(shape) != len(meta.shape) or any(
+            m != -1 and m != s for m, s in zip(meta.shape, shape, strict=True))):
         raise BadRequest(f"{where}.shape {shape} does not fit input {meta.name!r} shape {meta.shape}")
 
 
@@ -90,6 +95,8 @@ def check_input_name(name: str, datatype: Any, seen: dict[str, np.ndarray], inpu
 
 
 def check_complete(arrays: dict[str, np.ndarray], inputs: dict[str, TensorMeta]) -> None:
+    if len(arrays) == len(inputs):  # every name in arrays was checked to be an input, once
+        return
     missing = sorted(set(inputs) - set(arrays))
     if missing:
         raise BadRequest(f"missing inputs: {missing}")
@@ -133,7 +140,7 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
         datatype = check_input_name(name, item.get("datatype"), arrays, inputs, where)
         shape = check_shape(item.get("shape"), where, max_elements)
         check_against(inputs[name], datatype, shape, where)
-        dtype = np.dtype(NUMPY[datatype])
+        dtype = DTYPES[datatype]
         count = math.prod(shape)
         size = _parameters(item, where).get("binary_data_size")
         if size is not None:
@@ -235,7 +242,8 @@ def _outputs(doc: dict[str, Any]) -> tuple[list[str] | None, set[str]]:
         if out["name"] in names:
             raise BadRequest(f"outputs[{i}] names output {out['name']!r} twice")
         names.append(out["name"])
-        if _flag(_parameters(out, f"outputs[{i}]"), "binary_data", f"outputs[{i}]") or binary_all:
+        if ("parameters" in out and _flag(_parameters(out, f"outputs[{i}]"), "binary_data", f"outputs[{i}]")) \
+                or binary_all:  # its parameters are checked even when the request asks for all outputs binary
             binary.add(out["name"])
     return names, binary
 
@@ -272,7 +280,7 @@ def tensor_items(arrays: dict[str, np.ndarray], binary: set[str]) -> tuple[list[
     for out_name, array in arrays.items():
         item: dict[str, Any] = {"name": out_name, "shape": list(array.shape),
                                 "datatype": DATATYPE.get(array.dtype, "BYTES")}
-        if array.dtype == object:  # BYTES: strings in JSON only
+        if array.dtype.kind == "O":  # BYTES: strings in JSON only
             item["datatype"] = "BYTES"
             item["data"] = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
         elif out_name in binary or "*" in binary:

@@ -78,7 +78,7 @@ def serve(settings: ServerSettings, plane: DataPlane, tls: CertificateReloader |
     protocol = limited_protocol(limits, plane.metrics.rest_connection_events())
     config = uvicorn.Config(create_app(settings, plane, owns_plane=False), host=settings.host, port=settings.port,
                             log_level="warning", timeout_graceful_shutdown=int(settings.grace_seconds),
-                            access_log=False, http=protocol,
+                            access_log=False, http=protocol, proxy_headers=False,
                             backlog=min(4096, cap))
     if tls is not None:
         # uvicorn listens with this context (create_server(ssl=config.ssl)); its SNI callback hands each new

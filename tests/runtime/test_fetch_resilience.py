@@ -76,5 +76,5 @@ def test_progress_is_logged_with_bytes_and_rate(store: FileStore, tmp_path: Path
     code, _, log = fetch(store, tmp_path, "--progress-seconds", "0.3")
 
     lines = [line for line in log.splitlines() if "fetching https://" in line]
-    assert code == 0 and len(lines) >= 2
-    assert all("MiB/s" in line for line in lines) and "finished" in log
+    assert code == 0 and len(lines) >= 2, log
+    assert all("MiB/s" in line for line in lines) and "finished" in log, log  # the log, to see a garbled line

@@ -95,6 +95,22 @@ def test_malformed_json_and_unknown_model(server: ServerProcess) -> None:
     assert wrong_version.status_code == 404
 
 
+def test_the_inference_paths_answer_as_routes_do(server: ServerProcess) -> None:
+    """Inference POSTs bypass the router (onnx_server.app.RestApp): the paths around them still answer as
+    Starlette's routes do, and a versioned POST is checked against the served version."""
+    assert httpx.get(server.infer_url).status_code == 405
+    versioned = httpx.post(f"{server.url}/v2/models/linear/versions/{server.version}/infer", json=infer_json(X))
+    assert versioned.status_code == 200 and versioned.json()["model_version"] == server.version
+    other = httpx.post(f"{server.url}/v2/models/linear/versions/9/infer", json=infer_json(X))
+    assert other.status_code == 404 and "version '9'" in other.json()["error"]
+    assert httpx.post(f"{server.url}/v2/models//infer", json=infer_json(X)).status_code == 404
+    slash = httpx.post(f"{server.infer_url}/", json=infer_json(X))
+    assert slash.status_code == 307 and slash.headers["location"].endswith("/infer")  # as before: the router redirects
+    answer = httpx.post(server.infer_url, json=infer_json(X))
+    assert answer.headers["content-type"] == "application/json"
+    assert int(answer.headers["content-length"]) == len(answer.content)
+
+
 def test_binary_sizes_that_do_not_match_are_rejected(server: ServerProcess) -> None:
     head = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
                                    "parameters": {"binary_data_size": 999}}]}).encode()
