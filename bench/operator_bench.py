@@ -37,7 +37,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
+from onnx_operator.api.parse import parse_model_deployment, parse_model_version  # noqa: E402
+from onnx_operator.config import OperatorConfig  # noqa: E402
 from onnx_operator.desired.names import deployment_name  # noqa: E402
+from onnx_operator.desired.serving import desired_deployment, desired_service  # noqa: E402
 from operator_profile import summarize_profile  # noqa: E402
 from operator_timeline import (  # noqa: E402
     AuditReader,
@@ -191,6 +194,49 @@ def service_rate(handle: ClusterHandle, audit: AuditReader, ns: str, count: int 
             "latency_p50_s": percentile(lat, 50), "latency_p99_s": percentile(lat, 99)}
 
 
+def cluster_floor(handle: ClusterHandle, kubeconfig: Path, mv_ns: str, ns: str, n: int, replicas: int,
+                  timeout: float) -> dict[str, Any]:
+    """The cluster's own time for N ModelDeployments' children, with no operator: the least every
+    ModelDeployment needs (its Service and one version's Deployment, rendered by the operator's own
+    functions, without peer fetch and without owner), applied as the operator's user in the batches
+    `apply_many` uses, then polled every second until every Deployment has its replicas Ready."""
+    mv = parse_model_version(handle.kubectl_json("get", "mv", "v1", "-n", mv_ns))
+    config = OperatorConfig(runtime_image=handle.runtime_image)
+    handle.create_namespace(ns)  # not watched by the operator
+    children: list[dict[str, Any]] = []
+    for i in range(n):
+        md = parse_model_deployment({**json.loads(model_deployment(f"md{i}", "v1", replicas=replicas)),
+                                     "metadata": {"name": f"md{i}", "namespace": ns, "uid": f"floor-{i}"}})
+        for obj in (desired_service(md, config), desired_deployment(md, mv, config, replicas)):
+            obj["metadata"].pop("ownerReferences", None)  # no owner: the garbage collector would remove them
+            children.append(obj)
+    batches = [json.dumps({"apiVersion": "v1", "kind": "List", "items": children[s:s + 200]})
+               for s in range(0, len(children), 200)]
+    user = handle.kubectl_bin, f"--kubeconfig={kubeconfig}"
+    t0 = time.time()
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda b: subprocess.run([*user, "apply", "--server-side", "-n", ns, "-f", "-"], input=b,
+                                               text=True, capture_output=True, check=True), batches))
+    applied = time.time() - t0
+    ready_at: dict[str, float] = {}
+    deadline = t0 + timeout
+    for _ in range(int(timeout) + 1):  # bounded: one poll a second
+        out = handle.kubectl("get", "deploy", "-n", ns, "-o", "jsonpath={range .items[*]}{.metadata.name} "
+                             "{.status.readyReplicas}{\"\\n\"}{end}", check=False)
+        now = time.time()
+        for line in out.splitlines():
+            name, _, ready = line.partition(" ")
+            if ready.strip() == str(replicas):
+                ready_at.setdefault(name, now - t0)
+        if len(ready_at) == n or now > deadline:
+            break
+        time.sleep(1)
+    times = list(ready_at.values())
+    return {"n": n, "replicas": replicas, "ready": len(times), "apply_seconds": applied,
+            "seconds_to_ready": max(times) if len(times) == n else math.nan,
+            "apply_to_ready_p50_s": percentile(times, 50), "apply_to_ready_p99_s": percentile(times, 99)}
+
+
 def rollout_latency(handle: ClusterHandle, audit: AuditReader, ns: str) -> float:
     """Seconds from md0's change to v2 until the operator's first write of md0's v2 Deployment."""
     audit.skip_to_end()
@@ -222,7 +268,7 @@ def md_spec(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
     out = []
-    for part in text.split(","):
+    for part in filter(None, text.split(",")):
         n, _, r = part.strip().partition("x")
         out.append((int(n), int(r or 1)))
     return out
@@ -247,6 +293,12 @@ def run_operator(args: argparse.Namespace, handle: ClusterHandle, kubeconfig: Pa
                                              str(op.proc.pid), "--rate", "50", "--format", "raw", "--nonblocking",
                                              "--output", str(RESULTS / "operator-profile.txt")],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if (n, r) in parse_sizes(args.floor) and extras:
+                floor = cluster_floor(handle, kubeconfig, ns, f"bench-floor-{n}x{r}-{salt}", n, r, args.timeout)
+                result.setdefault("floor", []).append(floor)
+                print(f"[cluster alone] N={n}x{r}: Services and Deployments applied in {floor['apply_seconds']:.1f}s, "
+                      f"all Ready {floor['seconds_to_ready']:.1f}s, p50/p99 {floor['apply_to_ready_p50_s']:.1f}/"
+                      f"{floor['apply_to_ready_p99_s']:.1f}s", flush=True)
             row = measure(handle, audit, op, ns, n, r, args.timeout, md_spec(args))
             if profiler is not None:
                 profiler.send_signal(signal.SIGINT)
@@ -316,13 +368,15 @@ def main() -> None:
                         help="py-spy during the 1000 x 1 size (costs ~1/6 of a core: a run apart from the figures)")
     parser.add_argument("--peer-fetch", action=argparse.BooleanOptionalAction, default=None,
                         help="set spec.runtime.peerFetch on the ModelDeployments (default: left unset, i.e. on)")
+    parser.add_argument("--floor", default="1000", help="sizes whose children the bench also applies itself, with no "
+                        "operator, just before the operator's run of that size: the cluster's own time ('' to skip)")
     parser.add_argument("--baseline-operator", type=Path, help="an earlier operator/ directory, measured first")
     parser.add_argument("--baseline-sizes", help="sizes for the baseline operator (default: --sizes)")
     parser.add_argument("--workers", type=int, help="the operator's --workers (default: its own default)")
     parser.add_argument("--out", type=Path, default=RESULTS / "operator.json")
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.rest_seconds = "50,200", 30
+        args.sizes, args.rest_seconds, args.floor = "50,200", 30, "200"
     sizes = parse_sizes(args.sizes)
     cluster, handle = started_local_cluster()
     kubeconfig = handle.user_kubeconfig(USER, (READS_AUDITED_GROUP,))
@@ -356,6 +410,11 @@ def main() -> None:
         t = after["throttled"]
         report += (f"; under APF limits {t['n']} ModelDeployments all Ready in {t['seconds_to_ready']:.1f} s "
                    f"after {t['throttled_429']} answers 429 to the operator")
+    for f in after.get("floor", []):
+        report += (f"\n\nthe cluster alone (no operator: the bench applied each ModelDeployment's Service and "
+                   f"Deployment itself, {f['n']} x {f['replicas']}, just before the operator's run of that size): all "
+                   f"Ready {f['seconds_to_ready']:.1f} s, p50 / p99 {f['apply_to_ready_p50_s']:.1f} / "
+                   f"{f['apply_to_ready_p99_s']:.1f} s (polled each second), applied in {f['apply_seconds']:.1f} s")
     report += (f"\n\nthe API server alone (no operator) created {services['services']:.0f} Services at "
                f"{services['per_second']:.1f}/s (p50 {services['latency_p50_s']:.2f} s each, 20 at once)")
     print("\n" + report)
