@@ -49,30 +49,34 @@ def assert_answers_correctly(pod: dict[str, Any], data: bytes) -> None:
 
 def test_with_the_store_stopped_scale_out_and_a_replaced_pod_come_from_peers(
         cluster: ClusterHandle, namespace: str, own_store: ModelStore, operator: OperatorProcess) -> None:
+    """Scale-out from one pod: the lone pod has no peer Service, so scaling out adds one to the template and
+    replaces that pod (surge first); every new pod, the lone pod's successor included, fetches from peers."""
     data = make_model(scale=1.25)
     store = own_store
     art = store.publish("peer.onnx", data)
     cluster.apply(model_version("v1", art), namespace)
     wait_mv_phase(cluster, namespace, "v1", "Ready", timeout=180)
-    cluster.apply(model_deployment("web", "v1", replicas=2, kwok=False), namespace)
+    cluster.apply(model_deployment("web", "v1", replicas=1, kwok=False), namespace)
     wait_ready(cluster, namespace, "web", timeout=240)
     first = {p["metadata"]["name"] for p in ready_pods(cluster, namespace, "web")}
     store.stop()
     with pytest.raises(httpx.HTTPError):
         httpx.get(art.uri, timeout=3)
 
-    cluster.kubectl("scale", "md", "web", "-n", namespace, "--replicas=4")
-    wait_until(cluster, "md", namespace, "web", "4/4 Ready", lambda o: o["status"].get("readyText") == "4/4"
-               and o["status"].get("readyReplicas") == 4, timeout=240)
+    cluster.kubectl("scale", "md", "web", "-n", namespace, "--replicas=3")
 
-    serving = ready_pods(cluster, namespace, "web")
-    assert len(serving) == 4
+    def scaled_out() -> list[dict[str, Any]] | None:
+        ready = ready_pods(cluster, namespace, "web")
+        names = {p["metadata"]["name"] for p in ready}
+        return ready if len(ready) == 3 and not names & first else None
+    serving = wait_for("3 pods Ready, the lone pod replaced", scaled_out, timeout=240)
+    wait_until(cluster, "md", namespace, "web", "3/3 Ready", lambda o: o["status"].get("readyText") == "3/3"
+               and o["status"].get("phase") == "Ready", timeout=120)
     for pod in serving:
         assert_answers_correctly(pod, data)
-    added = [p for p in serving if p["metadata"]["name"] not in first]
-    assert [fetch_result(p)["peerFiles"] for p in added] == [1, 1]
+    assert [fetch_result(p)["peerFiles"] for p in serving] == [1, 1, 1]
 
-    victim = sorted(first)[0]
+    victim = serving[0]["metadata"]["name"]
     cluster.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
     replacement = wait_for("a replacement pod Ready", lambda: next(
         (p for p in ready_pods(cluster, namespace, "web") if p["metadata"]["name"] not in
@@ -89,7 +93,7 @@ def test_only_pods_of_the_same_model_deployment_can_read_the_files(
     cluster.apply(model_version("v1", models.publish(f"peer-auth-{namespace}.onnx", data)), namespace)
     wait_mv_phase(cluster, namespace, "v1", "Ready", timeout=180)
     cluster.apply(model_deployment("web", "v1", replicas=1, kwok=False), namespace)
-    cluster.apply(model_deployment("other", "v1", replicas=1, kwok=False), namespace)
+    cluster.apply(model_deployment("other", "v1", replicas=2, kwok=False), namespace)
     wait_ready(cluster, namespace, "web", timeout=240)
     wait_ready(cluster, namespace, "other", timeout=240)
     ip = ready_pods(cluster, namespace, "web")[0]["status"]["podIP"]
@@ -105,6 +109,9 @@ def test_only_pods_of_the_same_model_deployment_can_read_the_files(
     # the user-facing Service has no peer port; each version's peer Service selects only its own pods
     ports = {p["name"] for p in get(cluster, "service", namespace, "web")["spec"]["ports"]}
     assert ports == {"http", "grpc"}
+    # a lone pod (web) serves its files to peers, but has no peer Service to fetch from: no ClusterIP spent
+    assert cluster.kubectl("get", "service", "web-v1-peer", "-n", namespace, check=False) == ""
+    assert "--peer" not in ready_pods(cluster, namespace, "web")[0]["spec"]["initContainers"][0]["args"]
     peer_svc = get(cluster, "service", namespace, "other-v1-peer")
     assert peer_svc["spec"]["selector"]["serving.onnx-operator.io/deployment"] == "other"
     pod_spec = ready_pods(cluster, namespace, "other")[0]["spec"]

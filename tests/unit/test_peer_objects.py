@@ -4,10 +4,12 @@ from typing import Any
 
 from onnx_operator.desired.peer import (
     TOKEN_FILE,
+    Peering,
     desired_peer_secret,
     desired_peer_service,
     peer_fetch_enabled,
     peer_secret_name,
+    peer_service_wanted,
 )
 from onnx_operator.desired.serving import desired_deployment, desired_preview_service, desired_service
 
@@ -21,7 +23,7 @@ def pod(dep: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_with_a_peer_ip_the_fetch_asks_the_peer_service_with_the_token_and_the_server_serves_peers() -> None:
-    spec = pod(desired_deployment(md(), mv(), CONFIG, 2, IP))
+    spec = pod(desired_deployment(md(), mv(), CONFIG, 2, Peering(IP)))
     fetch, server = spec["initContainers"][0], spec["containers"][0]
 
     assert fetch["args"][-4:] == ["--peer", f"http://{IP}:8090", "--peer-token-file", TOKEN_FILE]
@@ -33,7 +35,7 @@ def test_with_a_peer_ip_the_fetch_asks_the_peer_service_with_the_token_and_the_s
 
 
 def test_serving_pods_keep_restricted_security_and_no_api_access_with_peer_fetch() -> None:
-    spec = pod(desired_deployment(md(), mv(), CONFIG, 2, IP))
+    spec = pod(desired_deployment(md(), mv(), CONFIG, 2, Peering(IP)))
 
     assert spec["automountServiceAccountToken"] is False and spec["enableServiceLinks"] is False
     for c in [*spec["initContainers"], *spec["containers"]]:
@@ -75,7 +77,23 @@ def test_peer_fetch_is_on_by_default_off_by_spec_and_never_for_archives() -> Non
     assert not peer_fetch_enabled(md(), tar)
 
 
-def test_without_a_peer_ip_the_pod_has_no_peer_port_or_token() -> None:
+def test_without_a_peer_service_the_pod_serves_peers_but_fetches_from_the_source_only() -> None:
+    spec = pod(desired_deployment(md(replicas=1), mv(), CONFIG, 1, Peering(None)))
+    fetch, server = spec["initContainers"][0], spec["containers"][0]
+
+    assert "--peer" not in fetch["args"] and all(m["name"] != "peer-token" for m in fetch["volumeMounts"])
+    assert server["args"][-4:] == ["--peer-port", "8090", "--peer-token-file", TOKEN_FILE]
+    assert {"name": "peer", "containerPort": 8090, "protocol": "TCP"} in server["ports"]
+
+
+def test_a_peer_service_only_when_more_than_one_pod_may_run() -> None:
+    assert not peer_service_wanted(md(replicas=1))
+    assert peer_service_wanted(md(replicas=2))
+    assert not peer_service_wanted(md(replicas=3, autoscaling={"minReplicas": 1, "maxReplicas": 1}))
+    assert peer_service_wanted(md(replicas=1, autoscaling={"minReplicas": 1, "maxReplicas": 4}))
+
+
+def test_without_peering_the_pod_has_no_peer_port_or_token() -> None:
     spec = pod(desired_deployment(md(), mv(), CONFIG, 2))
 
     assert "--peer" not in spec["initContainers"][0]["args"]

@@ -4,6 +4,13 @@ A new pod of a version fetches its files from Ready pods of the same version thr
 Service (its ClusterIP is in the pod's arguments: serving pods have no API access, DNS or Service links),
 presenting the ModelDeployment's token; each file is checked against its pinned sha256, so a peer can
 only help or be refused. The user-facing Services never expose the `peer` port.
+
+Every serving pod serves its files to peers, but a version gets its peer Service only once the
+ModelDeployment may run more than one pod (`peer_service_wanted`): a lone pod has no peer to fetch from,
+and each Service costs a ClusterIP, which kube-apiserver allocates one at a time (at 1,000
+ModelDeployments a peer Service each doubled the run). Scaling such a ModelDeployment out from one pod
+adds the peer Service's address to the pod template, so its pod is replaced once (surge first, as any
+template change); the peer Service then stays for the version's life, scale-in included.
 """
 
 from __future__ import annotations
@@ -45,6 +52,11 @@ def peer_fetch_enabled(md: ModelDeployment, mv: ModelVersion) -> bool:
     return enabled is not False and not is_archive(mv.spec.source)
 
 
+def peer_service_wanted(md: ModelDeployment) -> bool:
+    """True when the ModelDeployment may run more than one pod of a version: replicas, or autoscaling's maximum."""
+    return (md.spec.autoscaling.max_replicas if md.spec.autoscaling else md.spec.replicas) > 1
+
+
 def desired_peer_secret(md: ModelDeployment, token: str) -> Obj:
     """Created once with a random token; only pods of this ModelDeployment mount it."""
     return {
@@ -69,6 +81,14 @@ def desired_peer_service(md: ModelDeployment, mv_name: str, config: OperatorConf
 
 
 @dataclass(frozen=True)
+class Peering:
+    """A version's peer fetch: its pods serve their files to peers; with `service_ip` (the version's peer
+    Service ClusterIP) a new pod also fetches from them before the source."""
+
+    service_ip: str | None
+
+
+@dataclass(frozen=True)
 class PeerPod:
     """What a serving pod adds for peer fetch: arguments, its port, the token volume and mount."""
 
@@ -79,9 +99,10 @@ class PeerPod:
     mount: Obj
 
 
-def peer_pod(md: ModelDeployment, config: OperatorConfig, cluster_ip: str) -> PeerPod:
+def peer_pod(md: ModelDeployment, config: OperatorConfig, peering: Peering) -> PeerPod:
+    ip = peering.service_ip
     return PeerPod(
-        fetch_args=["--peer", f"http://{cluster_ip}:{config.peer_port}", "--peer-token-file", TOKEN_FILE],
+        fetch_args=["--peer", f"http://{ip}:{config.peer_port}", "--peer-token-file", TOKEN_FILE] if ip else [],
         serve_args=["--peer-port", str(config.peer_port), "--peer-token-file", TOKEN_FILE],
         port={"name": "peer", "containerPort": config.peer_port, "protocol": "TCP"},
         volume={"name": TOKEN_VOLUME, "secret": {"secretName": peer_secret_name(md.name), "defaultMode": 0o440}},

@@ -26,7 +26,7 @@ from onnx_operator.desired.names import (
     version_labels,
 )
 from onnx_operator.desired.payload_logging import payload_log_args, payload_log_ca_volume
-from onnx_operator.desired.peer import peer_pod
+from onnx_operator.desired.peer import Peering, peer_pod
 from onnx_operator.desired.source import model_file_args, source_args, source_digest, source_volume
 from onnx_operator.desired.tls import tls_args, tls_volumes
 
@@ -152,9 +152,9 @@ def scrape_annotations(config: OperatorConfig, tls: bool = False) -> dict[str, s
 
 
 def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorConfig,
-                       replicas: int | None, peer_ip: str | None = None) -> Obj:
-    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it; `peer_ip`,
-    the version's peer Service ClusterIP, turns peer fetch on."""
+                       replicas: int | None, peering: Peering | None = None) -> Obj:
+    """`replicas=None` leaves spec.replicas out, so an HPA owns it and apply never fights it; `peering`
+    turns peer fetch on (serving files to peers, and fetching from them when it has a peer Service)."""
     labels = version_labels(md.name, mv.name)
     digest = mv.status.digest or source_digest(mv.spec.source)
     # a user's podAnnotations may override the scrape annotations (e.g. prometheus.io/scrape: "false")
@@ -189,13 +189,14 @@ def desired_deployment(md: ModelDeployment, mv: ModelVersion, config: OperatorCo
     }
     volumes, mounts = source_volume(mv.spec.source)
     fetch["volumeMounts"] += mounts
-    if peer_ip is not None:
-        peer = peer_pod(md, config, peer_ip)
-        fetch["args"] += peer.fetch_args
+    if peering is not None:
+        peer = peer_pod(md, config, peering)
         container["args"] += peer.serve_args
         container["ports"].append(peer.port)
-        fetch["volumeMounts"].append(peer.mount)
         container["volumeMounts"].append(peer.mount)
+        if peer.fetch_args:
+            fetch["args"] += peer.fetch_args
+            fetch["volumeMounts"].append(peer.mount)
         volumes.append(peer.volume)
     ca_volumes, ca_mounts = payload_log_ca_volume(md)
     container["volumeMounts"] += ca_mounts

@@ -25,10 +25,12 @@ from onnx_operator.desired.names import (
     serving_labels,
 )
 from onnx_operator.desired.peer import (
+    Peering,
     desired_peer_secret,
     desired_peer_service,
     peer_fetch_enabled,
     peer_service_name,
+    peer_service_wanted,
 )
 from onnx_operator.desired.serving import (
     connection_age_seconds,
@@ -173,19 +175,23 @@ class Applier:
     def _ready(self) -> dict[str, int]:
         return {v: int((dep.get("status") or {}).get("readyReplicas") or 0) for v, dep in self.deps.items()}
 
-    def _peer_ip(self, mv: ModelVersion) -> str | None:
-        """The version's peer Service ClusterIP (the Service and the ModelDeployment's token Secret made
-        first), or None when peer fetch is off: it goes into the pod template, fixed for the version's life."""
+    def _peering(self, mv: ModelVersion) -> Peering | None:
+        """The version's peer fetch (the ModelDeployment's token Secret made first), or None when it is off.
+        Its peer Service is made once the ModelDeployment may run more than one pod, and kept: its ClusterIP
+        goes into the pod template."""
         md, kube, ns = self.md, self.kube, self.md.namespace
         if not peer_fetch_enabled(md, mv):
             return None
         kube.create_once(desired_peer_secret(md, secrets.token_hex(32)))  # never rewritten: pods hold it
         svc = desired_peer_service(md, mv.name, self.ctx.config)
-        live = kube.converge(svc, kube.get("v1", "Service", ns, svc["metadata"]["name"]))
+        live = kube.get("v1", "Service", ns, svc["metadata"]["name"])
+        if live is None and not peer_service_wanted(md):
+            return Peering(None)  # a lone pod has no peer; no ClusterIP spent on it
+        live = kube.converge(svc, live)
         ip = (live.get("spec") or {}).get("clusterIP")
         if not ip or ip == "None":
             raise RuntimeError(f"Service {ns}/{svc['metadata']['name']} has no ClusterIP")
-        return str(ip)
+        return Peering(str(ip))
 
     def _deployment(self, version: str, replicas: int) -> None:
         md, kube, ns, auto = self.md, self.kube, self.md.namespace, self.md.spec.autoscaling
@@ -193,7 +199,7 @@ class Applier:
         if version == self.mv.name:
             # with autoscaling the HPA owns replicas: applies leave them out
             kube.ensure(desired_deployment(md, self.mv, self.ctx.config, None if auto else replicas,
-                                           self._peer_ip(self.mv)), live)
+                                           self._peering(self.mv)), live)
             if auto is not None and live is None:
                 kube.scale("apps/v1", "Deployment", ns, deployment_name(md.name, version), replicas)
         elif live is None:
@@ -202,7 +208,7 @@ class Applier:
                 LOG.warning("Cannot recreate %s/%s for %s: ModelVersion not Ready", ns, version, md.name)
                 return
             mv = parse_model_version(other)
-            kube.apply(desired_deployment(md, mv, self.ctx.config, replicas, self._peer_ip(mv)))
+            kube.apply(desired_deployment(md, mv, self.ctx.config, replicas, self._peering(mv)))
         elif int(live["spec"].get("replicas", 0)) != replicas and (auto is None or replicas == 0):
             kube.scale("apps/v1", "Deployment", ns, live["metadata"]["name"], replicas)
         if auto is not None and replicas > 0:
