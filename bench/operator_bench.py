@@ -195,12 +195,14 @@ def service_rate(handle: ClusterHandle, audit: AuditReader, ns: str, count: int 
 
 
 def cluster_floor(handle: ClusterHandle, kubeconfig: Path, mv_ns: str, ns: str, n: int, replicas: int,
-                  timeout: float) -> dict[str, Any]:
+                  timeout: float, services_first: bool = False) -> dict[str, Any]:
     """The cluster's own time for N ModelDeployments' children, with no operator: the least every
     ModelDeployment needs (its Service and one version's Deployment, rendered by the operator's own
     functions, without peer fetch and without owner), applied as the operator's user in the batches
     `apply_many` uses, then polled every second until every Deployment has its replicas Ready. The namespace
-    is deleted (and waited for) afterwards, so the operator's run meets the cluster the floor met."""
+    is deleted (and waited for) afterwards, so the operator's run meets the cluster the floor met.
+    `services_first`: every Service is applied before any Deployment (instead of each object's Service
+    and Deployment together, as a reconcile writes them)."""
     mv = parse_model_version(handle.kubectl_json("get", "mv", "v1", "-n", mv_ns))
     config = OperatorConfig(runtime_image=handle.runtime_image)
     handle.create_namespace(ns)  # not watched by the operator
@@ -211,13 +213,16 @@ def cluster_floor(handle: ClusterHandle, kubeconfig: Path, mv_ns: str, ns: str, 
         for obj in (desired_service(md, config), desired_deployment(md, mv, config, replicas)):
             obj["metadata"].pop("ownerReferences", None)  # no owner: the garbage collector would remove them
             children.append(obj)
-    batches = [json.dumps({"apiVersion": "v1", "kind": "List", "items": children[s:s + 200]})
-               for s in range(0, len(children), 200)]
+    phases = ([[c for c in children if c["kind"] == "Service"], [c for c in children if c["kind"] != "Service"]]
+              if services_first else [children])
     user = handle.kubectl_bin, f"--kubeconfig={kubeconfig}"
     t0 = time.time()
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda b: subprocess.run([*user, "apply", "--server-side", "-n", ns, "-f", "-"], input=b,
-                                               text=True, capture_output=True, check=True), batches))
+    for objects in phases:
+        batches = [json.dumps({"apiVersion": "v1", "kind": "List", "items": objects[s:s + 200]})
+                   for s in range(0, len(objects), 200)]
+        with ThreadPoolExecutor(10) as pool:
+            list(pool.map(lambda b: subprocess.run([*user, "apply", "--server-side", "-n", ns, "-f", "-"], input=b,
+                                                   text=True, capture_output=True, check=True), batches))
     applied = time.time() - t0
     ready_at: dict[str, float] = {}
     deadline = t0 + timeout
@@ -238,6 +243,7 @@ def cluster_floor(handle: ClusterHandle, kubeconfig: Path, mv_ns: str, ns: str, 
     wait_for(f"{ns} deleted", lambda: not handle.kubectl("get", "namespace", ns, "--ignore-not-found", "-o", "name"),
              timeout=600, interval=5)
     return {"n": n, "replicas": replicas, "ready": len(times), "apply_seconds": applied,
+            "order": "services first" if services_first else "per object",
             "seconds_to_ready": max(times) if len(times) == n else math.nan,
             "apply_to_ready_p50_s": percentile(times, 50), "apply_to_ready_p99_s": percentile(times, 99)}
 
@@ -299,9 +305,10 @@ def run_operator(args: argparse.Namespace, handle: ClusterHandle, kubeconfig: Pa
                                              "--output", str(RESULTS / "operator-profile.txt")],
                                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if (n, r) in parse_sizes(args.floor) and extras:
-                floor = cluster_floor(handle, kubeconfig, ns, f"bench-floor-{n}x{r}-{salt}", n, r, args.timeout)
+                floor = cluster_floor(handle, kubeconfig, ns, f"bench-floor-{n}x{r}-{salt}", n, r, args.timeout,
+                                      args.floor_services_first)
                 result.setdefault("floor", []).append(floor)
-                print(f"[cluster alone] N={n}x{r}: Services and Deployments applied in {floor['apply_seconds']:.1f}s, "
+                print(f"[cluster alone, {floor['order']}] N={n}x{r}: applied in {floor['apply_seconds']:.1f}s, "
                       f"all Ready {floor['seconds_to_ready']:.1f}s, p50/p99 {floor['apply_to_ready_p50_s']:.1f}/"
                       f"{floor['apply_to_ready_p99_s']:.1f}s", flush=True)
             row = measure(handle, audit, op, ns, n, r, args.timeout, md_spec(args))
@@ -375,6 +382,8 @@ def main() -> None:
                         help="set spec.runtime.peerFetch on the ModelDeployments (default: left unset, i.e. on)")
     parser.add_argument("--floor", default="1000", help="sizes whose children the bench also applies itself, with no "
                         "operator, just before the operator's run of that size: the cluster's own time ('' to skip)")
+    parser.add_argument("--floor-services-first", action="store_true",
+                        help="the floor applies every Service before any Deployment (default: per object)")
     parser.add_argument("--baseline-operator", type=Path, help="an earlier operator/ directory, measured first")
     parser.add_argument("--baseline-sizes", help="sizes for the baseline operator (default: --sizes)")
     parser.add_argument("--workers", type=int, help="the operator's --workers (default: its own default)")
@@ -417,7 +426,8 @@ def main() -> None:
                    f"after {t['throttled_429']} answers 429 to the operator")
     for f in after.get("floor", []):
         report += (f"\n\nthe cluster alone (no operator: the bench applied each ModelDeployment's Service and "
-                   f"Deployment itself, {f['n']} x {f['replicas']}, just before the operator's run of that size): all "
+                   f"Deployment itself, {f['order']}, {f['n']} x {f['replicas']}, just before the operator's run of "
+                   "that size): all "
                    f"Ready {f['seconds_to_ready']:.1f} s, p50 / p99 {f['apply_to_ready_p50_s']:.1f} / "
                    f"{f['apply_to_ready_p99_s']:.1f} s (polled each second), applied in {f['apply_seconds']:.1f} s")
     report += (f"\n\nthe API server alone (no operator) created {services['services']:.0f} Services at "
