@@ -30,7 +30,6 @@ T = TypeVar("T")
 INLINE_PARSE_BYTES = 256 << 10
 # runs expected to take less than this stay on the event loop: handing them to a thread costs more
 INLINE_RUN_SECONDS = 200e-6
-NO_WAIT = (0.0,)  # the queue time of a request run on its own
 
 
 def payload_logger(settings: ServerSettings, metrics: Metrics) -> PayloadLogger | None:
@@ -145,30 +144,38 @@ class DataPlane:
 
     async def run(self, req: InferRequest) -> dict[str, np.ndarray]:
         """Runs a parsed request of either protocol (batched with the others when it can be)."""
-        self.check_ready()
-        assert self.model is not None
+        model = self.model
+        if not self.ready or model is None:
+            raise NotReady("the model is still loading")
         log = self.payload_log
         logged = log.sample(req) if log is not None else None
-        if req.outputs is not None and not self.model.tensor_output_set.issuperset(req.outputs):
-            unknown = sorted(set(req.outputs) - self.model.tensor_output_set)
-            kinds = {o["name"]: o["dtype"] for o in self.model.outputs}
+        if req.outputs is not None and not model.tensor_output_set.issuperset(req.outputs):
+            unknown = sorted(set(req.outputs) - model.tensor_output_set)
+            kinds = {o["name"]: o["dtype"] for o in model.outputs}
             untyped = [f"{n} is a {kinds[n]}" for n in unknown if n in kinds]
             why = f" ({'; '.join(untyped)}: no Open Inference Protocol datatype carries it)" if untyped else ""
             raise BadRequest(f"unknown outputs {unknown}{why}; "
-                             f"the model's tensor outputs are {self.model.tensor_outputs}")
-        rows = {a.shape[0] for a in req.inputs.values() if a.ndim}
-        if self.batcher is not None and len(rows) == 1 and next(iter(rows)) <= self.settings.max_batch_size:
+                             f"the model's tensor outputs are {model.tensor_outputs}")
+        # one pass over the inputs: the row count of those with a dimension (batched only when they share
+        # it), the most rows of any, and the elements of all
+        rows, shared, most, elements = None, True, 0, 0
+        for a in req.inputs.values():
+            elements += a.size
+            if a.ndim:
+                n = a.shape[0]
+                if rows is None:
+                    rows = most = n
+                elif n != rows:
+                    shared, most = False, max(most, n)
+        if self.batcher is not None and rows is not None and shared and rows <= self.settings.max_batch_size:
             result = await self.batcher.submit(req.inputs, req.outputs)
         else:
-            elements = 0
-            for a in req.inputs.values():
-                elements += a.size
             if self._seconds_per_element * elements < INLINE_RUN_SECONDS:
                 result, took = self._timed_run(req.inputs, req.outputs, elements)
             else:
                 result, took = await asyncio.get_running_loop().run_in_executor(
                     self.runner, self._timed_run, req.inputs, req.outputs, elements)
-            self.metrics.observe_batch(NO_WAIT, max(rows or {1}), took)
+            self.metrics.observe_run(1 if rows is None else most, took)
         size = 0
         for v in result.values():
             size += v.nbytes  # onnxruntime returns numpy arrays (BYTES outputs: object arrays of str)
@@ -188,7 +195,10 @@ class DataPlane:
             elements = sum(int(np.asarray(v).size) for v in feeds.values())
         per_element = took / max(1, elements)
         previous = self._seconds_per_element
-        self._seconds_per_element = per_element if previous == math.inf else 0.8 * previous + 0.2 * per_element
+        if previous == math.inf:
+            self._seconds_per_element = per_element
+        else:  # one run stalled by the scheduler (a CPU quota, a busy core) moves it at most 1.6x
+            self._seconds_per_element = 0.8 * previous + 0.2 * min(per_element, 4 * previous)
         return result, took
 
     async def parse_with(self, size: int, parse: Callable[..., T], *args: Any) -> T:

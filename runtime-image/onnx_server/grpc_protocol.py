@@ -17,11 +17,9 @@ from onnx_server.protocol import (
     DTYPES,
     InferRequest,
     TensorMeta,
-    check_against,
     check_complete,
-    check_input_name,
+    check_input,
     check_output_names,
-    check_shape,
 )
 
 # the typed `contents` field of each datatype (FP16 and BF16 have none: raw only)
@@ -52,14 +50,12 @@ def decode_request(msg: pb.ModelInferRequest, inputs: dict[str, TensorMeta], max
         raise BadRequest(f"raw_input_contents has {len(raw)} entries; it needs one per input ({len(msg.inputs)})")
     arrays: dict[str, np.ndarray] = {}
     for i, tensor in enumerate(msg.inputs):
-        where = f"inputs[{i}]"
-        datatype = check_input_name(tensor.name, tensor.datatype, arrays, inputs, where)
-        shape = check_shape(list(tensor.shape), where, max_elements)
-        check_against(inputs[tensor.name], datatype, shape, where)
+        datatype, shape, _ = check_input(i, tensor.name, tensor.datatype, list(tensor.shape), arrays, inputs,
+                                         max_elements)
         if raw:
             arrays[tensor.name] = _from_raw(raw[i], datatype, shape, f"raw_input_contents[{i}]")
         else:
-            arrays[tensor.name] = _from_contents(tensor.contents, datatype, shape, f"{where}.contents")
+            arrays[tensor.name] = _from_contents(tensor.contents, datatype, shape, f"inputs[{i}].contents")
     check_complete(arrays, inputs)
     names = [o.name for o in msg.outputs]
     check_output_names(names)

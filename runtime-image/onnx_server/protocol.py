@@ -18,8 +18,11 @@ NUMPY = {
 }
 DATATYPE = {np.dtype(v): k for k, v in NUMPY.items()}
 DTYPES = {k: np.dtype(v) for k, v in NUMPY.items()}  # built once: np.dtype() per request costs more than a lookup
+FLOAT_MAX = {d: float(np.finfo(d).max) for d in DTYPES.values() if d.kind == "f"}
+INT_RANGE: dict[np.dtype[Any], Any] = {d: np.iinfo(d) for d in DTYPES.values() if d.kind in "iu"}
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 16
+SMALL_ARRAY = 64  # elements
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,30 @@ def check_input_name(name: str, datatype: Any, seen: dict[str, np.ndarray], inpu
     return str(datatype)
 
 
+def check_input(i: int, name: str, datatype: Any, raw_shape: Any, seen: dict[str, np.ndarray],
+                inputs: dict[str, TensorMeta], max_elements: int) -> tuple[str, list[int], int]:
+    """Input `i` (either protocol) against the model: (datatype, shape, elements), or BadRequest naming
+    `inputs[i]` and its first flaw. The common case, a new input name with the model's datatype and a
+    fitting shape of plain integers, is accepted in one pass; anything else goes through the checks one by
+    one (check_input_name, check_shape, check_against), which find the first flaw in that order."""
+    meta = inputs.get(name)
+    if meta is not None and datatype == meta.datatype and name not in seen and type(raw_shape) is list \
+            and len(raw_shape) == len(meta.shape) <= MAX_DIMS:
+        count = 1
+        for d, m in zip(raw_shape, meta.shape, strict=True):
+            if type(d) is not int or d < 0 or (m != -1 and m != d):
+                break
+            count *= d
+        else:
+            if count <= max_elements:
+                return meta.datatype, raw_shape, count
+    where = f"inputs[{i}]"
+    datatype = check_input_name(name, datatype, seen, inputs, where)
+    shape = check_shape(raw_shape, where, max_elements)
+    check_against(inputs[name], datatype, shape, where)
+    return datatype, shape, math.prod(shape)
+
+
 def check_complete(arrays: dict[str, np.ndarray], inputs: dict[str, TensorMeta]) -> None:
     if len(arrays) == len(inputs):  # every name in arrays was checked to be an input, once
         return
@@ -131,33 +158,31 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, item in enumerate(doc["inputs"]):
-        where = f"inputs[{i}]"
         if not isinstance(item, dict):
-            raise BadRequest(f"{where} must be an object")
+            raise BadRequest(f"inputs[{i}] must be an object")
         name = item.get("name")
         if not isinstance(name, str):
-            raise BadRequest(f"{where}.name must be a string")
-        datatype = check_input_name(name, item.get("datatype"), arrays, inputs, where)
-        shape = check_shape(item.get("shape"), where, max_elements)
-        check_against(inputs[name], datatype, shape, where)
-        dtype = DTYPES[datatype]
-        count = math.prod(shape)
-        size = _parameters(item, where).get("binary_data_size")
+            raise BadRequest(f"inputs[{i}].name must be a string")
+        datatype, shape, count = check_input(i, name, item.get("datatype"), item.get("shape"), arrays, inputs,
+                                             max_elements)
+        params = item.get("parameters")
+        size = None if params is None else _parameters(item, f"inputs[{i}]").get("binary_data_size")
         if size is not None:
+            dtype = DTYPES[datatype]
             if datatype == "BYTES":
-                raise BadRequest(f"{where}: binary BYTES tensors are not supported; send them as JSON strings")
+                raise BadRequest(f"inputs[{i}]: binary BYTES tensors are not supported; send them as JSON strings")
             if isinstance(size, bool) or not isinstance(size, int) or size != count * dtype.itemsize \
                     or offset + size > len(tail):
-                raise BadRequest(f"{where}.parameters.binary_data_size must be {count * dtype.itemsize} bytes "
+                raise BadRequest(f"inputs[{i}].parameters.binary_data_size must be {count * dtype.itemsize} bytes "
                                  "and lie inside the body")
             arrays[name] = np.frombuffer(tail, dtype=dtype, count=count, offset=offset).reshape(shape)
             offset += size
             continue
         if "data" not in item:
-            raise BadRequest(f"{where} needs `data` or parameters.binary_data_size")
-        arrays[name] = data_array(item["data"], dtype, shape, f"{where}.data", datatype)
+            raise BadRequest(f"inputs[{i}] needs `data` or parameters.binary_data_size")
+        arrays[name] = data_array(item["data"], DTYPES[datatype], shape, f"inputs[{i}].data", datatype)
     check_complete(arrays, inputs)
-    wanted, binary = _outputs(doc)
+    wanted, binary = (None, set()) if "outputs" not in doc and "parameters" not in doc else _outputs(doc)
     return InferRequest(request_id, arrays, wanted, binary)
 
 
@@ -203,18 +228,22 @@ def data_array(data: Any, dtype: np.dtype[Any], shape: list[int], where: str, da
 def _check_range(raw: np.ndarray, dtype: np.dtype[Any], where: str, datatype: str) -> None:
     if raw.size == 0 or raw.dtype.kind == "b":
         return
-    low, high = raw.min(), raw.max()
+    if raw.size <= SMALL_ARRAY:  # two numpy reductions cost more than a list of a few numbers
+        flat = raw.ravel().tolist()
+        low, high = min(flat), max(flat)
+    else:
+        low, high = raw.min(), raw.max()
     if dtype.kind == "b":
         if not ((raw == 0) | (raw == 1)).all():
             raise BadRequest(f"{where} does not hold {datatype} values: only true, false, 0 and 1 are booleans")
     elif dtype.kind == "f":
-        top = float(np.finfo(dtype).max)
+        top = FLOAT_MAX[dtype]
         if float(low) < -top or float(high) > top:
             raise BadRequest(f"{where} does not hold {datatype} values: a value is beyond {datatype}'s range")
     else:
         if raw.dtype.kind == "f" and not (np.isfinite(raw).all() and (np.trunc(raw) == raw).all()):
             raise BadRequest(f"{where} does not hold {datatype} values: found a fraction")
-        info = np.iinfo(dtype)
+        info = INT_RANGE[dtype]
         if int(low) < info.min or int(high) > info.max:
             raise BadRequest(f"{where} does not hold {datatype} values: a value is outside "
                              f"[{info.min}, {info.max}]")

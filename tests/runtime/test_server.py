@@ -5,8 +5,10 @@ from __future__ import annotations
 import gzip
 import json
 import signal
+import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -15,6 +17,8 @@ import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from onnx_server.dataplane import INLINE_RUN_SECONDS, DataPlane
+from onnx_server.settings import ServerSettings
 
 from localcluster.harness import wait_for
 from localcluster.models import iris_model, make_model
@@ -244,3 +248,74 @@ def test_a_non_tensor_output_asked_for_by_name_gets_a_400_saying_what_it_is(tmp_
     assert "probabilities is a seq(map(int64,tensor(float)))" in resp.json()["error"]
     assert "tensor outputs are ['label']" in resp.json()["error"]
     assert labels.status_code == 200, labels.text
+
+
+def read_response(sock: socket.socket, to_head: bool = False) -> tuple[bytes, bytes]:
+    """One HTTP/1.1 response (head, body) read off a kept connection, by its Content-Length (none after a
+    HEAD request: `to_head`)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"the connection closed after {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:")), 0)
+    if to_head or head.startswith(b"HTTP/1.1 100 ") or head.split(b" ")[1] in (b"204", b"304"):
+        length = 0
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the connection closed inside a body"
+        body += chunk
+    assert len(body) == length, "more bytes than the response announced: a response was merged with another"
+    return head, body
+
+
+def test_a_kept_connection_gets_every_response_whole_and_on_time(server: ServerProcess) -> None:
+    """A response's head goes out with its body in one write (connections.OneWrite). Each response still
+    arrives before the client's next request: a HEAD (no body bytes), a `100 Continue` (before the body is
+    sent), and a body longer than one buffer."""
+    x = np.random.default_rng(5).standard_normal((4000, 4)).astype(np.float32)
+    blob = x.tobytes()
+    big = json.dumps({"inputs": [{"name": "x", "shape": [4000, 4], "datatype": "FP32",
+                                  "parameters": {"binary_data_size": len(blob)}}]}).encode()
+    small = json.dumps(infer_json(X)).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        for _ in range(2):
+            sock.sendall(b"HEAD /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n")
+            head, body = read_response(sock, to_head=True)  # times out (an error) if held for a later response
+            assert head.startswith(b"HTTP/1.1 200") and body == b""
+            sock.sendall(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                         b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(small))
+            head, _ = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 100 Continue"), head
+            sock.sendall(small)
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["id"] == "r1"
+            sock.sendall(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+                         b"inference-header-content-length: %d\r\ncontent-length: %d\r\n\r\n"
+                         % (len(big), len(big) + len(blob)) + big + blob)
+            head, body = read_response(sock)
+            assert head.startswith(b"HTTP/1.1 200") and len(body) > 64 << 10
+            [out] = json.loads(body)["outputs"]
+            np.testing.assert_allclose(np.asarray(out["data"]).reshape(4000, 2), expected(x.tolist()), rtol=1e-5)
+
+
+def test_a_stalled_run_does_not_send_the_next_requests_off_the_event_loop(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small runs stay on the event loop by their measured time per element; one run stalled by the scheduler
+    (a CPU quota, a busy core) moves that estimate at most 1.6x instead of sending the next requests to the
+    run thread."""
+    plane = DataPlane(ServerSettings(model_dir=model_dir(tmp_path, make_model()), name="linear", version="1",
+                                     threads=1))
+    plane.load()
+    assert plane.model is not None
+    feeds, steady, run = plane.model.warmup_feeds(), plane._seconds_per_element, plane.model.run
+
+    def stalled(f: dict[str, np.ndarray], o: list[str] | None = None) -> dict[str, np.ndarray]:
+        time.sleep(0.05)
+        return run(f, o)
+    monkeypatch.setattr(plane.model, "run", stalled)
+    plane._timed_run(feeds, None)
+    assert steady < plane._seconds_per_element <= 1.6 * steady
+    assert plane._seconds_per_element * 4 < INLINE_RUN_SECONDS  # the next 4-element request still runs inline

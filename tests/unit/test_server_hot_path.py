@@ -3,11 +3,23 @@ and the shared tensor checks."""
 
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable
+
 import pytest
 from onnx_server.app import infer_route
 from onnx_server.errors import BadRequest
 from onnx_server.metrics import LATENCY_BUCKETS, Metrics
-from onnx_server.protocol import TensorMeta, check_against, check_shape
+from onnx_server.protocol import (
+    DTYPES,
+    TensorMeta,
+    check_against,
+    check_input,
+    check_input_name,
+    check_shape,
+    data_array,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -96,3 +108,62 @@ def test_check_against_takes_dynamic_dimensions_and_refuses_others() -> None:
             check_against(meta, "FP32", shape, "inputs[0]")
     with pytest.raises(BadRequest, match="takes FP32"):
         check_against(meta, "INT64", [1, 4], "inputs[0]")
+
+
+INPUTS = {"x": TensorMeta("x", "FP32", [-1, 4]), "y": TensorMeta("y", "INT64", [2])}
+
+
+def one_by_one(i: int, name: str, datatype: object, shape: object, seen: dict[str, object],
+               max_elements: int) -> tuple[str, list[int], int]:
+    """What check_input promises to be: the three checks in their order."""
+    where = f"inputs[{i}]"
+    datatype = check_input_name(name, datatype, seen, INPUTS, where)  # type: ignore[arg-type]
+    checked = check_shape(shape, where, max_elements)
+    check_against(INPUTS[name], str(datatype), checked, where)
+    return str(datatype), checked, math.prod(checked)
+
+
+def outcome(call: Callable[[], tuple[str, list[int], int]]) -> object:
+    try:
+        return call()
+    except BadRequest as exc:
+        return exc.message
+
+
+@pytest.mark.parametrize("seen", [{}, {"x": None}])
+def test_check_input_accepts_and_refuses_exactly_as_the_checks_one_by_one(seen: dict[str, object]) -> None:
+    names = ["x", "y", "z"]
+    datatypes: list[object] = ["FP32", "INT64", "NOPE", None, 5, True]
+    shapes: list[object] = [[1, 4], [7, 4], [0, 4], [0, 1 << 40], [2], [True, 4], [1, True], [1, -1], [1.0, 4],
+                            [1, 5], [4], [1, 4, 1], "1,4", None, [1] * 17, [2, 4], [], [2, 2]]
+    compared = 0
+    for name, datatype, shape in itertools.product(names, datatypes, shapes):
+        want = outcome(lambda: one_by_one(3, name, datatype, shape, seen, 6))  # noqa: B023
+        got = outcome(lambda: check_input(3, name, datatype, shape, seen, INPUTS, 6))  # type: ignore[arg-type]  # noqa: B023
+        assert got == want, (name, datatype, shape)
+        compared += isinstance(want, tuple)
+    assert compared >= 1  # some combinations are valid: both paths were compared on acceptance too
+
+
+def test_a_run_alone_counts_as_a_batch_without_a_wait() -> None:
+    alone, batch = Metrics("m", "1"), Metrics("m", "1")
+    for rows, seconds in ((1, 0.0004), (3, 0.02)):
+        alone.observe_run(rows, seconds)
+        batch.observe_batch((0.0,), rows, seconds)
+    assert {k: v for k, v in samples(alone).items() if not k[0].endswith("_created")} == \
+        {k: v for k, v in samples(batch).items() if not k[0].endswith("_created")}
+
+
+@pytest.mark.parametrize("count", [1, 64, 65, 500])  # small arrays are checked in Python, larger ones by numpy
+@pytest.mark.parametrize(("datatype", "bad", "fragment"), [
+    ("FP32", 1e39, "beyond FP32's range"), ("FP16", -7e4, "beyond FP16's range"), ("INT8", 128, r"outside \[-128"),
+    ("UINT8", -1, r"outside \[0"), ("INT32", 2.5, "found a fraction"), ("BOOL", 2, "only true, false, 0 and 1"),
+])
+def test_range_checks_refuse_a_value_wherever_it_is(count: int, datatype: str, bad: float, fragment: str) -> None:
+    for at in {0, count - 1}:
+        data = [0] * count
+        data[at] = bad  # type: ignore[call-overload]
+        with pytest.raises(BadRequest, match=fragment):
+            data_array(data, DTYPES[datatype], [count], "inputs[0].data", datatype)
+    good = data_array([1] * count, DTYPES[datatype], [count], "inputs[0].data", datatype)
+    assert good.dtype == DTYPES[datatype] and good.shape == (count,)
