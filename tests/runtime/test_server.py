@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import signal
@@ -9,6 +10,7 @@ import socket
 import struct
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -27,9 +29,13 @@ from tests.runtime.conftest import ServerProcess, model_dir
 X = [[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 2.0, 0.0]]
 
 
+@functools.cache
+def reference() -> ort.InferenceSession:
+    return ort.InferenceSession(make_model(), providers=["CPUExecutionProvider"])
+
+
 def expected(x: list[list[float]]) -> np.ndarray:
-    sess = ort.InferenceSession(make_model(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"x": np.asarray(x, dtype=np.float32)})[0]
+    return reference().run(None, {"x": np.asarray(x, dtype=np.float32)})[0]
 
 
 def infer_json(x: list[list[float]]) -> dict:
@@ -250,25 +256,34 @@ def test_a_non_tensor_output_asked_for_by_name_gets_a_400_saying_what_it_is(tmp_
     assert labels.status_code == 200, labels.text
 
 
-def read_response(sock: socket.socket, to_head: bool = False) -> tuple[bytes, bytes]:
-    """One HTTP/1.1 response (head, body) read off a kept connection, by its Content-Length (none after a
-    HEAD request: `to_head`)."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"the connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
-                   if line.lower().startswith(b"content-length:")), 0)
-    if to_head or head.startswith(b"HTTP/1.1 100 ") or head.split(b" ")[1] in (b"204", b"304"):
-        length = 0
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the connection closed inside a body"
-        body += chunk
-    assert len(body) == length, "more bytes than the response announced: a response was merged with another"
-    return head, body
+class Responses:
+    """HTTP/1.1 responses read off one kept connection, each by its Content-Length (none after a HEAD request:
+    `to_head`); bytes past a response are the next one's."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock, self.data = sock, b""
+
+    def _more(self, where: str) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, f"the connection closed {where} ({self.data[:200]!r})"
+        self.data += chunk
+
+    def next(self, to_head: bool = False) -> tuple[bytes, bytes]:
+        while b"\r\n\r\n" not in self.data:
+            self._more("before a response head")
+        head, _, rest = self.data.partition(b"\r\n\r\n")
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
+                       if line.lower().startswith(b"content-length:")), 0)
+        if to_head or head.startswith(b"HTTP/1.1 100 ") or head.split(b" ")[1] in (b"204", b"304"):
+            length = 0
+        self.data = rest
+        while len(self.data) < length:
+            self._more("inside a body")
+        body, self.data = self.data[:length], self.data[length:]
+        return head, body
+
+    def done(self) -> None:
+        assert self.data == b"", f"bytes no request asked for: {self.data[:200]!r}"
 
 
 def test_a_kept_connection_gets_every_response_whole_and_on_time(server: ServerProcess) -> None:
@@ -281,24 +296,56 @@ def test_a_kept_connection_gets_every_response_whole_and_on_time(server: ServerP
                                   "parameters": {"binary_data_size": len(blob)}}]}).encode()
     small = json.dumps(infer_json(X)).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        responses = Responses(sock)
         for _ in range(2):
             sock.sendall(b"HEAD /v2/health/live HTTP/1.1\r\nhost: t\r\n\r\n")
-            head, body = read_response(sock, to_head=True)  # times out (an error) if held for a later response
+            head, body = responses.next(to_head=True)  # times out (an error) if held for a later response
             assert head.startswith(b"HTTP/1.1 200") and body == b""
+            responses.done()
             sock.sendall(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
                          b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(small))
-            head, _ = read_response(sock)
+            head, _ = responses.next()
             assert head.startswith(b"HTTP/1.1 100 Continue"), head
             sock.sendall(small)
-            head, body = read_response(sock)
+            head, body = responses.next()
             assert head.startswith(b"HTTP/1.1 200") and json.loads(body)["id"] == "r1"
             sock.sendall(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
                          b"inference-header-content-length: %d\r\ncontent-length: %d\r\n\r\n"
                          % (len(big), len(big) + len(blob)) + big + blob)
-            head, body = read_response(sock)
+            head, body = responses.next()
             assert head.startswith(b"HTTP/1.1 200") and len(body) > 64 << 10
             [out] = json.loads(body)["outputs"]
             np.testing.assert_allclose(np.asarray(out["data"]).reshape(4000, 2), expected(x.tolist()), rtol=1e-5)
+        # pipelined: three requests in one segment get three whole answers, in order
+        bodies = [json.dumps({**infer_json([row]), "id": f"p{i}"}).encode() for i, row in enumerate(X + X[:1])]
+        sock.sendall(b"".join(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: t\r\ncontent-type: application/json"
+                              b"\r\ncontent-length: %d\r\n\r\n%s" % (len(b), b) for b in bodies))
+        assert [json.loads(responses.next()[1])["id"] for _ in bodies] == ["p0", "p1", "p2"]
+        responses.done()
+
+
+def test_many_kept_connections_answered_at_once_each_get_their_own_answers(server: ServerProcess) -> None:
+    """Responses completed in one turn of the server's event loop are sent together (connections.WriteBatch):
+    32 keep-alive clients sending at once each get every answer of their own, whole."""
+    def client(k: int) -> list[str]:
+        got = []
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            responses = Responses(sock)
+            for i in range(40):
+                body = json.dumps({**infer_json([[float(k), float(i), 0.0, 1.0]]), "id": f"{k}-{i}"}).encode()
+                sock.sendall(b"POST /v2/models/linear/infer HTTP/1.1\r\nhost: t\r\ncontent-type: "
+                             b"application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+                head, answer = responses.next()
+                responses.done()
+                assert head.startswith(b"HTTP/1.1 200"), head
+                doc = json.loads(answer)
+                np.testing.assert_allclose(np.asarray(doc["outputs"][0]["data"]),
+                                           expected([[float(k), float(i), 0.0, 1.0]]).reshape(-1), rtol=1e-6)
+                got.append(doc["id"])
+        return got
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(client, range(32)))
+    assert results == [[f"{k}-{i}" for i in range(40)] for k in range(32)]
 
 
 def test_a_stalled_run_does_not_send_the_next_requests_off_the_event_loop(tmp_path: Path,
