@@ -18,6 +18,8 @@ keep-alive clients can hold the server:
   make room; with none idle, the new connection gets a fast `503` with `Retry-After` and is closed.
 - **drain**: on SIGTERM a connection with no complete request is closed at once; only requests in
   flight hold the grace period.
+- **writes**: a response leaves in one write, and under load the responses of one event-loop turn leave
+  together (`BatchedTransport`); every close sends what is held first.
 
 This subclasses uvicorn's httptools protocol (uvicorn is pinned in pyproject.toml for that reason).
 
