@@ -38,7 +38,7 @@ GROUPS: tuple[tuple[str, tuple[str, ...] | None, str], ...] = (
     ("onnxruntime", None, "onnxruntime run (the model)"),
     ("onnx_server/model.py", ("run",), "onnxruntime run (the model)"),  # calls onnxruntime's C++ session itself
     # the socket writes uvicorn made itself before BatchedTransport: the HTTP server's share, as in the floor
-    ("onnx_server/connections.py", ("write", "flush", "response_complete", "add", "close"),
+    ("onnx_server/connections.py", ("write", "flush", "add", "close"),
      "uvicorn + httptools (parse, ASGI messages, socket writes)"),
     ("onnx_server/protocol.py", ENCODE, "response encoding (JSON / binary)"),
     ("onnx_server/protocol.py", None, "request decoding and validation"),

@@ -132,11 +132,6 @@ class BatchedTransport:
         self.transport, self.loop, self.batch = transport, loop, batch
         self.chunks: list[bytes] = []
 
-    def response_complete(self, alone: bool) -> None:
-        """A whole response is held; `alone`: no other request is being answered, so nothing would join it."""
-        if alone:
-            self.flush()
-
     def write(self, data: bytes) -> None:
         if not data:
             return
@@ -252,8 +247,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """uvicorn's, with the keep-alive (idle) timeout on this connection's deadline instead of a new timer."""
-        # this request's task is still running: any other task is a request that may join its turn's writes
-        self.transport.response_complete(len(self.tasks) <= 1)  # type: ignore[attr-defined]
+        if len(self.tasks) <= 1:  # this request's task alone: no other response would join its turn's writes
+            self.transport.flush()  # type: ignore[attr-defined]
         self.last_active = self.loop.time()
         self.server_state.total_requests += 1
         if self.transport.is_closing():

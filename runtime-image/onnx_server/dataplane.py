@@ -144,9 +144,9 @@ class DataPlane:
 
     async def run(self, req: InferRequest) -> dict[str, np.ndarray]:
         """Runs a parsed request of either protocol (batched with the others when it can be)."""
+        self.check_ready()
         model = self.model
-        if not self.ready or model is None:
-            raise NotReady("the model is still loading")
+        assert model is not None
         log = self.payload_log
         logged = log.sample(req) if log is not None else None
         if req.outputs is not None and not model.tensor_output_set.issuperset(req.outputs):
