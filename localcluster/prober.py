@@ -161,7 +161,8 @@ class Report:
 
     def describe_failures(self, limit: int = 10) -> str:
         kinds = Counter(s.error for s in self.failures)
-        first = ", ".join(f"{s.error} at {s.sent:.2f}s" for s in self.failures[:limit])
+        first = ", ".join(f"{s.error}{f' ({s.reason[:80]})' if s.reason else ''} at {s.sent:.2f}s "
+                          f"after {s.latency:.2f}s" for s in self.failures[:limit])
         return f"{self.failed}/{self.total} failed ({dict(kinds)}); first: {first}"
 
 
@@ -299,8 +300,9 @@ class Prober:
                 error, reason = f"http {status}", _error_text(resp)
             else:
                 version = str(resp.json()["model_version"])
-        except httpx.TimeoutException:
-            error = "timeout"
+        except httpx.TimeoutException as exc:
+            # which phase ran out (connect: no handshake, e.g. SYNs dropped; read: no answer) says where to look
+            error, reason = "timeout", type(exc).__name__.removesuffix("Timeout").lower() or None
         except httpx.ConnectError:
             error = "connect"
         except httpx.TransportError as exc:

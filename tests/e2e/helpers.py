@@ -7,8 +7,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
 from localcluster import kwok as kwok_nodes
 from localcluster.harness import ClusterHandle, wait_for
+from localcluster.prober import DEFAULT_BODY
 from tests.e2e.conftest import Artifact
 
 GROUP = "serving.onnx-operator.io/v1alpha1"
@@ -104,3 +107,19 @@ def service_url(cluster: ClusterHandle, ns: str, service: str, timeout: float = 
         "get", "service", service, "-n", ns, "-o", "jsonpath={.spec.clusterIP}", check=False), timeout, interval)
     assert str(ip).startswith("198.19."), f"Service IP {ip} outside the Service range 198.19.0.0/16"
     return f"http://{ip}"
+
+
+def wait_service_answers(url: str, model: str = "linear", in_a_row: int = 20, within: float = 0.9,
+                         timeout: float = 60) -> None:
+    """Until a brand-new Service has answered `in_a_row` requests in a row, each on a new connection within
+    `within` seconds: kube-proxy has written its rules. Ready pods do not mean that: until the rules exist a
+    SYN to the ClusterIP is rejected, and a connect() in progress takes that as a soft error and resends the
+    SYN a second later (or, when conntrack recorded "no NAT" for it, never gets through: docs/rollouts.md).
+    A zero-failure window opens after this."""
+    def answered() -> bool:
+        with httpx.Client(timeout=within, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            return all(client.post(f"{url}/v2/models/{model}/infer", json=DEFAULT_BODY).status_code == 200
+                       for _ in range(in_a_row))
+
+    wait_for(f"the Service answering {in_a_row} in a row within {within:g}s each", answered, timeout=timeout,
+             interval=0.5)

@@ -11,12 +11,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from localcluster.harness import ClusterHandle, wait_for
 from localcluster.models import make_failing_model
-from localcluster.prober import CLIENTS, DEFAULT_BODY, ClientMix, MixReport, Prober
+from localcluster.prober import CLIENTS, ClientMix, MixReport, Prober
 from tests.e2e.conftest import ModelStore, OperatorProcess
 from tests.e2e.helpers import (
     condition,
@@ -29,6 +28,7 @@ from tests.e2e.helpers import (
     two_versions,
     wait_mv_phase,
     wait_ready,
+    wait_service_answers,
     wait_until,
 )
 from tests.e2e.test_kubectl_model import kubectl_model
@@ -70,11 +70,7 @@ class Traffic:
         self.apply_web("v1", replicas, **spec)
         wait_ready(cluster, ns, "web", timeout=240)
         url = service_url(cluster, ns, "web")
-        # the zero-failure window opens once the new Service has answered 20 requests in a row: a request
-        # in the first second of a brand-new Service's life was once seen to time out (see docs/rollouts.md)
-        wait_for("the Service answering 20 in a row", lambda: all(
-            httpx.post(f"{url}/v2/models/linear/infer", json=DEFAULT_BODY, timeout=2).status_code == 200
-            for _ in range(20)), timeout=60, interval=0.5)
+        wait_service_answers(url)  # the zero-failure window opens once kube-proxy serves the new Service
         mix = ClientMix(url, f"{url.removeprefix('http://')}:{GRPC_PORT}", "linear", rate=RATE, max_seconds=600,
                         timeout=5.0, kinds=kinds)
         self.started.append(mix)
@@ -199,7 +195,9 @@ def test_blue_green_preview_switch_and_rollback_drop_no_request(
     traffic.apply_web("v2", 2, strategy=bg)
     wait_until(cluster, "md", namespace, "web", "the preview awaiting promotion",
                lambda o: o["status"].get("phase") == "Paused", timeout=240)
-    with Prober(service_url(cluster, namespace, "web-preview"), "linear", rate=RATE, max_requests=50) as preview:
+    preview_url = service_url(cluster, namespace, "web-preview")
+    wait_service_answers(preview_url)  # its endpoints are new: kube-proxy writes them a moment after Paused
+    with Prober(preview_url, "linear", rate=RATE, max_requests=50) as preview:
         preview_report = preview.wait(timeout=30)
     assert preview_report.failed == 0 and set(preview_report.versions) == {"2.0.0"}, preview_report.summary()
     assert prober.report().versions.get("2.0.0", 0) == 0, "the main Service served the preview before promotion"

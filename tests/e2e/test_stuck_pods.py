@@ -9,12 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from localcluster.harness import ClusterHandle, wait_for
+from localcluster.harness import ClusterHandle
 from localcluster.models import make_model
-from localcluster.prober import DEFAULT_BODY, Prober
+from localcluster.prober import Prober
 from tests.e2e.conftest import ModelStore, OperatorProcess
 from tests.e2e.helpers import (
     condition,
@@ -23,6 +22,7 @@ from tests.e2e.helpers import (
     service_url,
     wait_mv_phase,
     wait_ready,
+    wait_service_answers,
     wait_until,
 )
 from tests.e2e.test_kubectl_model import kubectl_model
@@ -56,9 +56,7 @@ def test_a_version_that_cannot_fetch_rolls_back_at_the_deadline_naming_the_url_w
     cluster.apply(model_deployment("web", "v1", replicas=2, kwok=False, progressDeadlineSeconds=60), namespace)
     wait_ready(cluster, namespace, "web", timeout=240)
     url = service_url(cluster, namespace, "web")
-    wait_for("the Service answering 20 in a row", lambda: all(
-        httpx.post(f"{url}/v2/models/linear/infer", json=DEFAULT_BODY, timeout=2).status_code == 200
-        for _ in range(20)), timeout=60, interval=0.5)
+    wait_service_answers(url)
     prober = Prober(url, "linear", rate=20.0, max_seconds=400, timeout=5.0)
     prober.start()
     try:

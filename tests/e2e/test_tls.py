@@ -26,7 +26,16 @@ from tritonclient.utils import InferenceServerException
 from localcluster.harness import ClusterHandle, wait_for
 from localcluster.prober import CLIENTS, DEFAULT_BODY, ClientMix, Prober
 from tests.e2e.conftest import ModelStore
-from tests.e2e.helpers import condition, get, model_deployment, model_version, service_url, wait_mv_phase, wait_ready
+from tests.e2e.helpers import (
+    condition,
+    get,
+    model_deployment,
+    model_version,
+    service_url,
+    wait_mv_phase,
+    wait_ready,
+    wait_service_answers,
+)
 from tests.prometheus import Prometheus, kubernetes_sd_scrape_config
 from tests.runtime.test_tls import assert_answers, infer
 from tests.runtime.tls_files import Pki, fingerprint, presented_certificate
@@ -255,6 +264,7 @@ def test_a_missing_or_incomplete_secret_is_a_condition_and_nothing_else_is_distu
     cluster.apply(model_deployment("web", "v1", replicas=1, kwok=False), namespace)
     wait_ready(cluster, namespace, "web", timeout=240)
     url = service_url(cluster, namespace, "web")
+    wait_service_answers(url)
     before = serving_objects(cluster, namespace)
     prober = Prober(url, "linear", rate=10, max_seconds=120, timeout=5).start()
     try:
