@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 
 from onnx_server.errors import BadRequest
 
@@ -23,6 +25,12 @@ INT_RANGE: dict[np.dtype[Any], Any] = {d: np.iinfo(d) for d in DTYPES.values() i
 HEADER_LENGTH = "inference-header-content-length"
 MAX_DIMS = 16
 SMALL_ARRAY = 64  # elements
+FAST_JSON_BYTES = 4096  # smaller JSON requests are read by orjson alone: as fast, nothing to gain
+BUFFERED_JSON_MAX = 256 << 10  # and larger ones too: a simdjson parser keeps the buffer of its largest document
+BOM = b"\xef\xbb\xbf"
+# the datatypes whose JSON numbers simdjson reads straight into a buffer: doubles, or 64-bit integers
+BUFFERED = {"FP16": "d", "FP32": "d", "FP64": "d", "INT8": "i", "INT16": "i", "INT32": "i", "INT64": "i",
+            "UINT8": "i", "UINT16": "i", "UINT32": "i"}
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,105 @@ def check_output_names(names: list[str]) -> None:
         raise BadRequest("outputs names the same output twice")
 
 
+class NotCommon(Exception):
+    """The document is not the common case the buffered reader takes: orjson reads it."""
+
+
+class JsonReader:
+    """Reads a JSON inference request as orjson.loads does, with one difference: in a document of 4-256 KiB
+    whose every input is a number tensor sent flat (the common case of a large request), each input's `data` comes
+    back as a numpy array (float64 for float datatypes, int64 for integers) read by simdjson straight into a
+    buffer, without a Python object per number: for 3,072 floats about 50 instead of 130 us. data_array() checks
+    such an array exactly as it checks a list (a float tensor's integers above 2**53 may round differently by one
+    unit in the last place). Any other document, and any doubt (a nested or mixed `data`, a '[' inside a string,
+    a duplicate key, a byte order mark, an integer beyond 64 bits, a malformed document), is read by orjson
+    from the start, which also names the error. One simdjson parser per calling thread (the documents it takes
+    are parsed on the event loop), replaced after any failure (a failed read may still hold its document)."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def load(self, head: bytes) -> Any:
+        if FAST_JSON_BYTES <= len(head) <= BUFFERED_JSON_MAX:
+            try:
+                return self._read(head)
+            except Exception:  # NotCommon, or simdjson's errors: orjson reads it again and names the flaw
+                self.local.parser = None
+        return load_json(head)
+
+    def _read(self, head: bytes) -> dict[str, Any]:
+        if head.startswith(BOM):  # simdjson skips it, orjson refuses it
+            raise NotCommon
+        parser = getattr(self.local, "parser", None)
+        if parser is None:
+            parser = self.local.parser = simdjson.Parser(max_capacity=BUFFERED_JSON_MAX)
+        top = parser.parse(head)
+        doc = _members(top)
+        inputs = doc.pop("inputs", None)
+        if not isinstance(inputs, simdjson.Array):
+            raise NotCommon
+        items, arrays = [], 1  # the '[' the document holds outside strings: `inputs`, and below
+        for value in inputs:
+            item = _members(value)
+            data = item.pop("data", None)
+            kind = BUFFERED.get(item.get("datatype"))  # type: ignore[arg-type]
+            if kind is None or not isinstance(data, simdjson.Array) or len(data) <= SMALL_ARRAY:
+                raise NotCommon
+            numbers = np.frombuffer(data.as_buffer(of_type=kind),  # type: ignore[arg-type]
+                                    dtype=np.float64 if kind == "d" else np.int64)
+            if numbers.size != len(data):
+                raise NotCommon  # nested (as_buffer flattens)
+            converted = {key: _python(v) for key, v in item.items()}
+            arrays += 1 + sum(map(_lists, converted.values()))
+            converted["data"] = numbers
+            items.append(converted)
+        rest = {key: _python(v) for key, v in doc.items()}
+        if _brackets(head, arrays := arrays + sum(map(_lists, rest.values()))) != arrays:
+            raise NotCommon  # a `data` held a list (as_buffer flattens it), or a string held a '['
+        rest["inputs"] = items
+        return rest
+
+
+def _brackets(head: bytes, expected: int) -> int:
+    """How many '[' `head` holds, counted up to one more than `expected` (memchr: bytes.count is 20x slower)."""
+    count, at = 0, head.find(b"[")
+    while at >= 0 and count <= expected:
+        count += 1
+        at = head.find(b"[", at + 1)
+    return count
+
+
+def _members(value: Any) -> dict[str, Any]:
+    """An object's members; NotCommon for anything else, or for a duplicate key (simdjson's lookup would take
+    the first, orjson takes the last)."""
+    if not isinstance(value, simdjson.Object):
+        raise NotCommon
+    keys = list(value.keys())
+    if len(set(keys)) != len(keys):
+        raise NotCommon
+    return {key: value[key] for key in keys}  # lazily: an array is read only when asked for
+
+
+def _python(value: Any) -> Any:
+    if isinstance(value, simdjson.Object):
+        return value.as_dict()
+    if isinstance(value, simdjson.Array):
+        return value.as_list()
+    return value
+
+
+def _lists(value: Any) -> int:
+    """How many lists `value` holds, itself included."""
+    if isinstance(value, list):
+        return 1 + sum(map(_lists, value))
+    if isinstance(value, dict):
+        return sum(map(_lists, value.values()))
+    return 0
+
+
+READER = JsonReader()
+
+
 def load_json(head: bytes) -> Any:
     try:
         return orjson.loads(head)
@@ -149,7 +256,7 @@ def parse_request(body: bytes, header_length: int | None, inputs: dict[str, Tens
     if header_length is not None and header_length > len(body):
         raise BadRequest(f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)")
     head, tail = (body, b"") if header_length is None else (body[:header_length], body[header_length:])
-    doc = load_json(head)
+    doc = READER.load(head)
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not doc["inputs"]:
         raise BadRequest("the request must be an object with a non-empty `inputs` list")
     request_id = doc.get("id")
@@ -199,6 +306,11 @@ def data_array(data: Any, dtype: np.dtype[Any], shape: list[int], where: str, da
     """JSON `data` (flat, or nested exactly as `shape`) as an array of `dtype`; numbers are converted by
     numpy in one call, then checked as whole arrays (kind, range, integrality), never element by element."""
     count = math.prod(shape)
+    if isinstance(data, np.ndarray):  # JsonReader's numbers of a flat list: checked as the list would be
+        if data.size != count:
+            raise BadRequest(f"{where} has {data.size} elements; shape {shape} needs {count}")
+        _check_range(data, dtype, where, datatype)
+        return data.astype(dtype, copy=False).reshape(shape)
     if not isinstance(data, list):
         raise BadRequest(f"{where} must be a list of {datatype} values")
     if datatype == "BYTES":
