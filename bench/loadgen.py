@@ -44,14 +44,18 @@ def ensure_apt(*packages: str) -> None:
 
 
 def cached_venv(name: str, *requirements: str) -> Path:
-    """A venv under the cache with `requirements` installed, made once per machine; returns its python."""
+    """A venv under the cache with `requirements` installed, made once per machine (and topped up when the list
+    grows); returns its python."""
     venv = CACHE / f"{name}-venv"
-    if not (venv / ".complete").exists():
+    done, wanted = venv / ".complete", "\n".join(requirements)
+    installed = done.read_text() if done.exists() else None
+    if installed != wanted:
         print(f"installing {' '.join(requirements)} into {venv} (once per machine)", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        if installed is None:
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", *requirements], check=True,
                        timeout=1800)
-        (venv / ".complete").touch()
+        done.write_text(wanted)
     return venv / "bin" / "python"
 
 

@@ -71,7 +71,8 @@ def onnx_server(model_dir: Path, name: str, *extra: str, tree: Path | None = Non
 
 def kserve(model_dir: Path, name: str, grpc: bool = False) -> BenchServer:
     """KServe's ModelServer; `grpc=True` turns its gRPC server on too (bench/kserve_grpc_server.py)."""
-    python = cached_venv(f"kserve-{KSERVE}", f"kserve=={KSERVE}", "onnxruntime", "numpy")
+    # the wrapper imports onnx_server.model_config (the Triton config), whose protocol module needs pysimdjson
+    python = cached_venv(f"kserve-{KSERVE}", f"kserve=={KSERVE}", "onnxruntime", "numpy", "pysimdjson")
     port, grpc_port = free_port(), free_port() if grpc else None
     script = "kserve_grpc_server.py" if grpc else "kserve_onnx_server.py"
     grpc_args = ["--grpc_port", str(grpc_port)] if grpc else []
@@ -88,7 +89,7 @@ def _tensors(model_dir: Path) -> dict[str, list[dict[str, object]]]:
 
 
 def mlserver(model_dir: Path, name: str) -> BenchServer:
-    python = cached_venv(f"mlserver-{MLSERVER}", f"mlserver=={MLSERVER}", "onnxruntime", "numpy")
+    python = cached_venv(f"mlserver-{MLSERVER}", f"mlserver=={MLSERVER}", "onnxruntime", "numpy", "pysimdjson")
     root = model_dir / "mlserver"
     (root / name).mkdir(parents=True, exist_ok=True)
     port, grpc_port = free_port(), free_port()
