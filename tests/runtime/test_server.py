@@ -62,6 +62,24 @@ def test_json_inference_matches_onnxruntime(server: ServerProcess) -> None:
     np.testing.assert_allclose(np.asarray(out["data"]).reshape(2, 2), expected(X), rtol=1e-6)
 
 
+def test_a_large_json_request_is_answered_as_onnxruntime_does_whichever_reader_takes_it(server: ServerProcess) -> None:
+    """300 rows (24 KB of JSON): flat, it is read into a buffer (JsonReader); nested as the shape, by orjson. Both
+    answer the same; a string among the numbers gets the same 400 either way."""
+    rows = np.random.default_rng(5).standard_normal((300, 4)).round(6).tolist()
+    flat = infer_json(rows)
+    nested = {"inputs": [{**flat["inputs"][0], "data": rows}]}
+    answers = [httpx.post(server.infer_url, json=doc) for doc in (flat, nested)]
+    assert [a.status_code for a in answers] == [200, 200]
+    for answer in answers:
+        np.testing.assert_allclose(np.asarray(answer.json()["outputs"][0]["data"]).reshape(300, 2), expected(rows),
+                                   rtol=1e-6)
+    flat["inputs"][0]["data"][17] = "0.5"
+    nested["inputs"][0]["data"][4] = [0.5, 1.0, "0.5", 2.0]
+    refused = [httpx.post(server.infer_url, json=doc) for doc in (flat, nested)]
+    assert [r.status_code for r in refused] == [400, 400]
+    assert refused[0].json()["error"] == refused[1].json()["error"] and "string" in refused[0].json()["error"]
+
+
 def test_binary_tensor_extension_in_and_out(server: ServerProcess) -> None:
     data = np.asarray(X, dtype=np.float32).tobytes()
     head = json.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP32",
