@@ -65,6 +65,8 @@ COMMON = {
 OTHER = {
     "fp32 nested as the shape": doc(tensor("x", [FLOATS])),
     "fp32 nested single elements": doc(tensor("x", [[v] for v in FLOATS], shape=[COUNT, 1])),
+    "fp32 nested single elements, spaced": doc(tensor("x", [[v] for v in FLOATS])).replace(b"[[", b"[ ["),
+    "fp32 a list among the numbers": doc(tensor("x", with_value(FLOATS, 3, [1.5]))),
     "fp32 nested wrongly": doc(tensor("x", [[v] for v in FLOATS])),
     "fp32 ragged": doc(tensor("x", [FLOATS[:10], FLOATS[10:]])),
     "fp32 an empty list inside": doc(tensor("x", [[], *FLOATS[1:]])),

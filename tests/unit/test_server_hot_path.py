@@ -7,7 +7,6 @@ import itertools
 import math
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 from onnx_server.app import infer_route
 from onnx_server.errors import BadRequest
@@ -169,32 +168,3 @@ def test_range_checks_refuse_a_value_wherever_it_is(count: int, datatype: str, b
     good = data_array([1] * count, DTYPES[datatype], [count], "inputs[0].data", datatype)
     assert good.dtype == DTYPES[datatype] and good.shape == (count,)
 
-
-@pytest.mark.parametrize("datatype", ["FP16", "FP32", "FP64"])
-@pytest.mark.parametrize("flaw", [None, "string", "null", "nested", "too large", "huge integer", "integers",
-                                  "booleans"])
-def test_a_flat_float_tensor_reads_as_the_general_path_does(datatype: str, flaw: str | None) -> None:
-    """A large flat float list takes a shorter way in (array('d') instead of numpy's type discovery); the same
-    list sent nested takes the general one: both give the same array, or both refuse with the same message."""
-    values: list[object] = [(-1) ** i * i / 7 for i in range(3 * 40)]
-    if flaw == "integers":
-        values = list(range(-60, 60))
-    elif flaw == "booleans":
-        values = [i % 3 == 0 for i in range(120)]
-    elif flaw is not None:
-        values[77] = {"string": "1.5", "null": None, "nested": [1.0], "too large": 1e300,
-                      "huge integer": 10**400}[flaw]
-    dtype = DTYPES[datatype]
-
-    def read(data: list[object]) -> np.ndarray | str:
-        try:
-            return data_array(data, dtype, [3, 40], "inputs[0].data", datatype)
-        except BadRequest as exc:
-            return str(exc)
-
-    flat, nested = read(values), read([values[:40], values[40:80], values[80:]])
-    if isinstance(nested, str):
-        assert flat == nested
-    else:
-        assert isinstance(flat, np.ndarray) and flat.dtype == nested.dtype == dtype
-        assert flat.shape == nested.shape == (3, 40) and flat.tobytes() == nested.tobytes()
